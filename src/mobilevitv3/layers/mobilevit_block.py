@@ -1,0 +1,88 @@
+"""The MobileViT block, v1, v2 and v3 (Mehta & Rastegari 2021/2022; Wadekar & Chaurasia 2022) in one module.
+
+local_rep (kxk conv + 1x1 to d) -> unfold into 2x2-patch sequences -> global_rep (transformer layers + norm)
+-> fold -> projection/fusion (-> + input). MobileViTv3's four changes are independent switches of `BlockConfig`:
+`fusion_kernel` (3 -> 1), `fuse` ("input" -> "local"), `residual`, `local_dw` (full -> depthwise local conv).
+Where the two official code bases differ (`family`), the code wins over the paper text:
+- v1 family: fusion input is cat(local-or-input, global); odd maps are resized bilinearly (align_corners=False)
+  for the transformer and back; conv_proj (d->C) has SiLU and a separate `fusion` conv follows.
+- v2 family: cat(global, local) goes straight into conv_proj (BN, no activation); an odd input is resized up
+  (align_corners=True) and the block output keeps the larger size; the local conv can be dilated.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .conv import ConvNormAct
+from .patches import from_grid, from_tokens, to_grid, to_tokens
+from .transformer import TransformerLayer, global_norm
+
+
+@dataclass(frozen=True)
+class BlockConfig:
+    family: Literal["v1", "v2"]                 # v1: multi-head attention on tokens; v2: separable attention on grids
+    fuse: Literal["none", "input", "local"]     # what is concatenated with the global features
+    fusion_kernel: int = 1                      # kernel of the conv that fuses them
+    residual: bool = False                      # add the block input to the output
+    local_dw: bool = False                      # depthwise (instead of full) kxk conv in local_rep
+
+
+class MobileViTBlock(nn.Module):
+    def __init__(self, channels: int, attn_dim: int, ffn_dim: int, depth: int, cfg: BlockConfig, *,
+                 heads: int = 4, dropout: float = 0.0, attn_dropout: float = 0.0, ffn_dropout: float = 0.0,
+                 dilation: int = 1, patch: int = 2) -> None:
+        super().__init__()
+        self.cfg, self.patch = cfg, patch
+        attention = "mhsa" if cfg.family == "v1" else "linear"
+        self.local_rep = nn.Sequential()
+        self.local_rep.conv_kxk = ConvNormAct(channels, channels, 3, dilation=dilation,
+                                              groups=channels if cfg.local_dw else 1)
+        self.local_rep.conv_1x1 = ConvNormAct(channels, attn_dim, 1, norm=False, act=None)
+        self.global_rep = nn.Sequential(*[
+            TransformerLayer(attn_dim, ffn_dim, attention=attention, heads=heads, dropout=dropout,
+                             attn_dropout=attn_dropout, ffn_dropout=ffn_dropout) for _ in range(depth)])
+        self.global_rep.append(global_norm(attn_dim, attention))
+        extra = {"none": 0, "input": channels, "local": attn_dim}[cfg.fuse]
+        if cfg.family == "v1":
+            self.conv_proj = ConvNormAct(attn_dim, channels, 1)
+            self.fusion = ConvNormAct(extra + channels, channels, cfg.fusion_kernel) if extra else None
+        else:
+            self.conv_proj = ConvNormAct(attn_dim + extra, channels, cfg.fusion_kernel, act=None)
+            self.fusion = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._forward_v1(x) if self.cfg.family == "v1" else self._forward_v2(x)
+
+    def _even_size(self, x: Tensor) -> tuple[int, int]:
+        p = self.patch
+        return math.ceil(x.shape[-2] / p) * p, math.ceil(x.shape[-1] / p) * p
+
+    def _forward_v1(self, x: Tensor) -> Tensor:
+        local = self.local_rep(x)                                           # [B, d, H, W]
+        h, w = local.shape[-2:]
+        size = self._even_size(local)
+        g = local if size == (h, w) else F.interpolate(local, size, mode="bilinear", align_corners=False)
+        g = from_tokens(self.global_rep(to_tokens(g, self.patch)), self.patch, *size)  # via [B*P, N, d]
+        if size != (h, w):
+            g = F.interpolate(g, (h, w), mode="bilinear", align_corners=False)
+        y = self.conv_proj(g)                                               # [B, C, H, W]
+        if self.fusion is not None:                                         # v1 order: (input-or-local, global)
+            y = self.fusion(torch.cat([x if self.cfg.fuse == "input" else local, y], dim=1))
+        return x + y if self.cfg.residual else y
+
+    def _forward_v2(self, x: Tensor) -> Tensor:
+        size = self._even_size(x)
+        if size != tuple(x.shape[-2:]):  # the official v2 block resizes its input and keeps the larger size
+            x = F.interpolate(x, size, mode="bilinear", align_corners=True)
+        local = self.local_rep(x)                                           # [B, d, H, W]
+        g = from_grid(self.global_rep(to_grid(local, self.patch)), self.patch, *size)  # via [B, d, P, N]
+        if self.cfg.fuse != "none":                                         # v2 order: (global, local-or-input)
+            g = torch.cat([g, local if self.cfg.fuse == "local" else x], dim=1)
+        y = self.conv_proj(g)
+        return x + y if self.cfg.residual else y

@@ -1,0 +1,188 @@
+"""SSDLite (Liu et al. 2016; Sandler et al. 2018) on any zoo backbone, as in the official MobileViT releases.
+
+Feature maps: layer4 (stride 16), layer5 (32), three separable stride-2 extra layers (64, 128, 256) and a global
+1x1 map. Each map gets a (projection +) separable prediction conv with `anchors * (4 + classes)` outputs.
+`forward` returns raw (class_logits [B, A, C], box_regressions [B, A, 4]); `anchors`, `decode` and `postprocess`
+are separate so that export and training can use the raw outputs. Class 0 is background.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import batched_nms, box_convert
+
+from ..layers import ConvNormAct
+from .backbone import MobileViT
+
+
+@dataclass(frozen=True)
+class SSDConfig:
+    extra_channels: tuple[int, ...] = (256, 128, 128, 64)     # os 64, 128, 256 and the global map
+    proj_channels: tuple[int, ...] = (512, 256, 256, 128, 128, 64)
+    aspect_ratios: tuple[tuple[int, ...], ...] = ((2, 3),) * 5 + ((2,),)
+    min_scale: float = 0.1
+    max_scale: float = 1.05
+    center_variance: float = 0.1
+    size_variance: float = 0.2
+    score_threshold: float = 0.05       # v1 release: 0.05; v2 release: 0.01
+    pre_nms_top_k: int = 0              # per class before NMS (v2 release: 400; 0 = all)
+    nms_iou: float = 0.5
+    max_detections: int = 200           # v1 release: per class; v2 release: per image
+    per_image_limit: bool = False
+
+
+def _separable(in_ch: int, out_ch: int, *, stride: int, act: bool, predict: bool = False) -> nn.Sequential:
+    seq = nn.Sequential()
+    seq.dw = ConvNormAct(in_ch, in_ch, 3, stride=stride, groups=in_ch, act=None)
+    seq.pw = ConvNormAct(in_ch, out_ch, 1, norm=not predict, act=nn.ReLU if act else None, bias=predict)
+    return seq
+
+
+class GlobalMap(nn.Module):
+    """Global average -> 1x1 conv (no norm, no bias) -> ReLU: the last, 1x1 feature map."""
+
+    def __init__(self, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch, 1, bias=False)
+        self.act = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act(self.conv(x.mean(dim=(-2, -1), keepdim=True)))
+
+
+class SSDHead(nn.Module):
+    def __init__(self, in_ch: int, proj_ch: int, outputs: int, *, last: bool) -> None:
+        super().__init__()
+        self.proj = _relu_proj(in_ch, proj_ch) if not last and proj_ch != in_ch else None
+        ch = proj_ch if self.proj is not None else in_ch
+        self.predict = (ConvNormAct(ch, outputs, 1, norm=False, act=None, bias=True) if last
+                        else _separable(ch, outputs, stride=1, act=False, predict=True))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.predict(x if self.proj is None else self.proj(x))
+
+
+def _relu_proj(i: int, o: int) -> ConvNormAct:
+    return ConvNormAct(i, o, 1, act=nn.ReLU)
+
+
+class SSDLite(nn.Module):
+    classifier_prefixes = tuple(f"ssd_heads.{i}.predict." for i in range(6))
+
+    def __init__(self, backbone: MobileViT, num_classes: int, cfg: SSDConfig = SSDConfig()) -> None:
+        super().__init__()
+        self.backbone, self.num_classes, self.cfg = backbone, num_classes, cfg
+        self._sizes: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        c4, c5 = (f["channels"] for f in backbone.feature_info[-2:])
+        e = cfg.extra_channels
+        self.extra_layers = nn.ModuleList([_separable(c5, e[0], stride=2, act=True),
+                                           _separable(e[0], e[1], stride=2, act=True),
+                                           _separable(e[1], e[2], stride=2, act=True), GlobalMap(e[2], e[3])])
+        self.num_anchors = [2 + 2 * len(r) for r in cfg.aspect_ratios]
+        self.ssd_heads = nn.ModuleList([
+            SSDHead(c, p, a * (4 + num_classes), last=i == 5)
+            for i, (c, p, a) in enumerate(zip((c4, c5, *e), cfg.proj_channels, self.num_anchors))])
+
+    def feature_maps(self, x: Tensor) -> list[Tensor]:
+        maps = self.backbone.forward_intermediates(x)[-2:]
+        for layer in self.extra_layers:  # chained: each extra layer takes the previous map
+            maps.append(layer(maps[-1]))
+        return maps
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        cls, box = [], []
+        for fmap, head in zip(self.feature_maps(x), self.ssd_heads):
+            y = head(fmap)                                                  # [B, A*(4+C), h, w]
+            y = y.permute(0, 2, 3, 1).reshape(y.shape[0], -1, 4 + self.num_classes)  # [B, h*w*A, 4+C]
+            box.append(y[..., :4])
+            cls.append(y[..., 4:])
+        return torch.cat(cls, dim=1), torch.cat(box, dim=1)
+
+    def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Spatial sizes of the six maps for an input size, without running the model."""
+        if (height, width) not in self._sizes:  # one cheap forward per new input size (odd sizes resize inside)
+            p = next(self.parameters())
+            with torch.no_grad():
+                maps = self.feature_maps(torch.zeros(1, 3, height, width, dtype=p.dtype, device=p.device))
+            self._sizes[(height, width)] = [tuple(m.shape[-2:]) for m in maps]
+        return self._sizes[(height, width)]
+
+    def anchors(self, height: int, width: int) -> Tensor:
+        """Priors [A, 4] as (cx, cy, w, h) in [0, 1], in the order of `forward`'s outputs."""
+        return _anchors(tuple(self.feature_sizes(height, width)), self.cfg)
+
+    def decode(self, box_regressions: Tensor, anchors: Tensor) -> Tensor:
+        """Regressions [..., A, 4] -> corner boxes (x1, y1, x2, y2) in [0, 1] units."""
+        c = self.cfg
+        centers = box_regressions[..., :2] * c.center_variance * anchors[..., 2:] + anchors[..., :2]
+        sizes = torch.exp(box_regressions[..., 2:] * c.size_variance) * anchors[..., 2:]
+        return box_convert(torch.cat([centers, sizes], dim=-1), "cxcywh", "xyxy")
+
+    def encode(self, boxes_cxcywh: Tensor, anchors: Tensor) -> Tensor:
+        """Inverse of `decode` for matched ground truth (cx, cy, w, h) -> regression targets."""
+        c = self.cfg
+        centers = (boxes_cxcywh[..., :2] - anchors[..., :2]) / anchors[..., 2:] / c.center_variance
+        sizes = torch.log(boxes_cxcywh[..., 2:] / anchors[..., 2:]) / c.size_variance
+        return torch.cat([centers, sizes], dim=-1)
+
+    @torch.no_grad()
+    def postprocess(self, class_logits: Tensor, box_regressions: Tensor, image_sizes: list[tuple[int, int]],
+                    input_size: tuple[int, int]) -> list[dict[str, Tensor]]:
+        """Softmax, decode, per-class score threshold and NMS; boxes in pixels of each original image (h, w)."""
+        c = self.cfg
+        anchors = self.anchors(*input_size).to(box_regressions)
+        scores_all = class_logits.softmax(dim=-1)
+        boxes_all = self.decode(box_regressions, anchors).clamp(0, 1)
+        results = []
+        for scores, boxes, (h, w) in zip(scores_all, boxes_all, image_sizes):
+            keep_boxes, keep_scores, keep_labels = [], [], []
+            for label in range(1, self.num_classes):  # class 0 is background
+                s = scores[:, label]
+                idx = torch.nonzero(s > c.score_threshold).squeeze(1)
+                if c.pre_nms_top_k and idx.numel() > c.pre_nms_top_k:
+                    idx = idx[s[idx].topk(c.pre_nms_top_k).indices]
+                keep_boxes.append(boxes[idx])
+                keep_scores.append(s[idx])
+                keep_labels.append(torch.full_like(idx, label))
+            b, s, lab = torch.cat(keep_boxes), torch.cat(keep_scores), torch.cat(keep_labels)
+            keep = batched_nms(b, s, lab, c.nms_iou)
+            if c.per_image_limit:
+                keep = keep[:c.max_detections]
+            else:  # at most max_detections per class, highest scores first
+                rank = torch.zeros_like(keep)
+                for label in lab[keep].unique():
+                    sel = lab[keep] == label
+                    rank[sel] = torch.arange(int(sel.sum()), device=keep.device)
+                keep = keep[rank < c.max_detections]
+            scale = torch.tensor([w, h, w, h], dtype=b.dtype, device=b.device)
+            results.append({"boxes": b[keep] * scale, "scores": s[keep], "labels": lab[keep]})
+        return results
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """New class count: prediction convs are rebuilt (they interleave box and class outputs)."""
+        self.num_classes = num_classes
+        for head, a in zip(self.ssd_heads, self.num_anchors):
+            last = isinstance(head.predict, ConvNormAct)
+            in_ch = head.predict.conv.in_channels if last else head.predict.dw.conv.in_channels
+            head.predict = (ConvNormAct(in_ch, a * (4 + num_classes), 1, norm=False, act=None, bias=True) if last
+                            else _separable(in_ch, a * (4 + num_classes), stride=1, act=False, predict=True))
+
+
+@lru_cache(maxsize=16)
+def _anchors(sizes: tuple[tuple[int, int], ...], cfg: SSDConfig) -> Tensor:
+    scales = torch.linspace(cfg.min_scale, cfg.max_scale, len(sizes) + 1).tolist()
+    out = []
+    for k, ((fh, fw), ratios) in enumerate(zip(sizes, cfg.aspect_ratios)):
+        s, s_next = scales[k], math.sqrt(scales[k] * scales[k + 1])
+        shapes = [(s, s), (s_next, s_next)]
+        for r in sorted(set(ratios)):
+            shapes += [(s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r))]
+        ys, xs = torch.meshgrid((torch.arange(fh) + 0.5) / fh, (torch.arange(fw) + 0.5) / fw, indexing="ij")
+        centers = torch.stack([xs, ys], dim=-1).reshape(-1, 1, 2).expand(-1, len(shapes), 2)  # [h*w, n, 2]
+        wh = torch.tensor(shapes).expand(fh * fw, -1, -1)                                     # [h*w, n, 2]
+        out.append(torch.cat([centers, wh], dim=-1).reshape(-1, 4))
+    return torch.cat(out).clamp(0, 1)

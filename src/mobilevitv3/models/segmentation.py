@@ -1,0 +1,118 @@
+"""Semantic segmentation: DeepLabv3 (ASPP, Chen et al. 2017) and PSPNet (Zhao et al. 2017) on any zoo backbone.
+
+Heads see the backbone only through `forward_intermediates` / `feature_info`. The official v1-based release
+uses a 256-channel ASPP without auxiliary head; the v2-based one 512 channels, align_corners=True upsampling and an
+auxiliary FCN head on layer4 (training only, weight 0.4) -- `SegHeadConfig` holds those differences as data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import ConvNormAct
+from .backbone import MobileViT
+
+
+@dataclass(frozen=True)
+class SegHeadConfig:
+    kind: Literal["deeplabv3", "pspnet"]
+    channels: int = 512
+    rates: tuple[int, ...] = (6, 12, 18)        # ASPP dilations
+    pool_sizes: tuple[int, ...] = (1, 2, 3, 6)  # PSP bins
+    aux_head: bool = True
+    align_corners: bool = True                  # of the final upsampling and the PSP branches
+    dropout: float = 0.1
+
+
+def _relu_cna(i: int, o: int, k: int = 1, **kw) -> ConvNormAct:
+    return ConvNormAct(i, o, k, act=nn.ReLU, **kw)
+
+
+class ASPP(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, rates: tuple[int, ...]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList([_relu_cna(in_ch, out_ch)] +
+                                      [_relu_cna(in_ch, out_ch, 3, dilation=r) for r in rates])
+        self.pool = _relu_cna(in_ch, out_ch)  # image-level branch, applied to the 1x1 global average
+        self.project = _relu_cna(out_ch * (len(rates) + 2), out_ch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        pooled = self.pool(x.mean(dim=(-2, -1), keepdim=True))
+        pooled = F.interpolate(pooled, x.shape[-2:], mode="bilinear", align_corners=False)
+        return self.project(torch.cat([b(x) for b in self.branches] + [pooled], dim=1))
+
+
+class PyramidPooling(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, pool_sizes: tuple[int, ...], align_corners: bool) -> None:
+        super().__init__()
+        red = in_ch // len(pool_sizes) // 16 * 16
+        self.pool_sizes, self.align_corners = pool_sizes, align_corners
+        self.branches = nn.ModuleList([_relu_cna(in_ch, red) for _ in pool_sizes])
+        self.project = _relu_cna(in_ch + red * len(pool_sizes), out_ch, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        size = x.shape[-2:]
+        pyramid = [F.interpolate(b(F.adaptive_avg_pool2d(x, s)), size, mode="bilinear",
+                                 align_corners=self.align_corners) for s, b in zip(self.pool_sizes, self.branches)]
+        return self.project(torch.cat([x, *pyramid], dim=1))  # official order: the input first
+
+
+class SegHead(nn.Module):
+    def __init__(self, in_ch: int, num_classes: int, cfg: SegHeadConfig) -> None:
+        super().__init__()
+        if cfg.kind == "deeplabv3":
+            self.aspp = ASPP(in_ch, cfg.channels, cfg.rates)
+        else:
+            self.psp = PyramidPooling(in_ch, cfg.channels, cfg.pool_sizes, cfg.align_corners)
+        self.drop = nn.Dropout2d(cfg.dropout)
+        self.classifier = ConvNormAct(cfg.channels, num_classes, 1, norm=False, act=None, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.aspp(x) if hasattr(self, "aspp") else self.psp(x)
+        return self.classifier(self.drop(x))
+
+
+class AuxHead(nn.Module):
+    def __init__(self, in_ch: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.conv = _relu_cna(in_ch, max(in_ch // 4, 128), 3)
+        self.drop = nn.Dropout2d(dropout)
+        self.classifier = ConvNormAct(max(in_ch // 4, 128), num_classes, 1, norm=False, act=None, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.drop(self.conv(x)))
+
+
+class SegmentationModel(nn.Module):
+    """Backbone (output stride 8 or 16) + head; eval `forward` returns logits [B, classes, H, W] at the input size,
+    training `forward` returns (logits, aux_logits) when the auxiliary head exists."""
+
+    classifier_prefixes = ("head.classifier.", "aux_head.classifier.")
+
+    def __init__(self, backbone: MobileViT, num_classes: int, head: SegHeadConfig) -> None:
+        super().__init__()
+        self.backbone, self.num_classes, self.head_cfg = backbone, num_classes, head
+        info = backbone.feature_info
+        self.head = SegHead(info[-1]["channels"], num_classes, head)
+        self.aux_head = AuxHead(info[-2]["channels"], num_classes, head.dropout) if head.aux_head else None
+
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        size = x.shape[-2:]
+        feats = self.backbone.forward_intermediates(x)
+        up = lambda t: F.interpolate(t, size, mode="bilinear", align_corners=self.head_cfg.align_corners)  # noqa
+        logits = up(self.head(feats[-1]))
+        if self.training and self.aux_head is not None:
+            return logits, up(self.aux_head(feats[-2]))
+        return logits
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head.classifier = ConvNormAct(self.head.classifier.conv.in_channels, num_classes, 1, norm=False,
+                                           act=None, bias=True)
+        if self.aux_head is not None:
+            self.aux_head.classifier = ConvNormAct(self.aux_head.classifier.conv.in_channels, num_classes, 1,
+                                                   norm=False, act=None, bias=True)
