@@ -1,0 +1,60 @@
+"""`mobilevitv3` command line: a thin skin over the library.
+
+Each subcommand lives in `commands/<name>.py` with `add_arguments(parser)` and `run(args)`; `run` returns a
+JSON-able result (printed on stdout) or None. A user error (`UserError`, `CheckpointError`, a bad name) is one line
+on stderr and exit code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+
+from .checkpoint import CheckpointError
+from .errors import UserError
+
+COMMANDS = {
+    "list": "models, their exact parameters and MACs beside the reported figures",
+    "ablation": "parameters and MACs of the paper's block ablation (MobileViTv1-S + the four v3 changes)",
+    "convert": "convert an official release checkpoint to .safetensors",
+    "train": "train a classifier, segmenter or detector",
+    "eval": "evaluate a model on a dataset",
+    "predict": "predict on image files",
+    "bench": "latency / throughput benchmark (optionally against timm)",
+    "export": "export to ONNX, TorchScript, ExportedProgram, CoreML, ExecuTorch or TFLite",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mobilevitv3", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(f".commands.{name}", __package__).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        result = importlib.import_module(f".commands.{args.command}", __package__).run(args)
+    except (UserError, CheckpointError, ValueError, FileNotFoundError) as e:
+        if args.verbose:
+            raise
+        print(f"mobilevitv3 {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mobilevitv3 {args.command}: interrupted", file=sys.stderr)
+        return 130
+    if result is not None:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
