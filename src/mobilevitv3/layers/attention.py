@@ -2,8 +2,9 @@
 
 - `MultiHeadAttention`: MobileViTv1 / v3 (v1-based) self-attention on [B', N, d] tokens, through
   `scaled_dot_product_attention` (fused kernels on every backend; scale 1/sqrt(d_head) as in the official code).
-- `LinearSelfAttention`: MobileViTv2's separable self-attention on [B, d, P, N] grids (Mehta & Rastegari 2022):
-  a single query scores the N patches, the scored keys pool into one context vector that gates ReLU(values).
+- `LinearSelfAttention`: MobileViTv2's separable self-attention over the N patches of each of the P pixel
+  positions (Mehta & Rastegari 2022): a single query scores the N patches, the scored keys pool into one context
+  vector that gates ReLU(values). It runs on the feature map directly, without unfolding it (see the class).
 """
 from __future__ import annotations
 
@@ -30,16 +31,26 @@ class MultiHeadAttention(nn.Module):
 
 
 class LinearSelfAttention(nn.Module):
-    def __init__(self, dim: int, *, attn_dropout: float = 0.0) -> None:
+    """Separable self-attention. With `patch` p > 0 it works on the feature map [B, d, H, W] itself: the 2-D
+    unfold into [B, d, P, N] is only a relabelling of pixels, and everything but the softmax and the pooled sum over
+    N is pointwise, so both run on a strided view instead (no unfold/fold copies). `patch=0`: input is a grid."""
+
+    def __init__(self, dim: int, *, patch: int = 0, attn_dropout: float = 0.0) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim, self.patch = dim, patch
         self.qkv_proj = nn.Conv2d(dim, 1 + 2 * dim, 1)  # channels [query (1) | key (d) | value (d)]
         self.attn_drop = nn.Dropout(attn_dropout)
         self.out_proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        q, k, v = self.qkv_proj(x).split([1, self.dim, self.dim], dim=1)   # [B,1,P,N], [B,d,P,N] x2
-        scores = self.attn_drop(q.softmax(dim=-1))                          # softmax over the N patches
-        context = (k * scores).sum(dim=-1, keepdim=True)                    # [B, d, P, 1]
-        return self.out_proj(F.relu(v) * context)
-
+        b, _, h, w = x.shape
+        ph, pw = (self.patch, self.patch) if self.patch else (h, 1)  # a grid [B, d, P, N] is a map of 'P x 1' patches
+        nh, nw = h // ph, w // pw
+        q, k, v = self.qkv_proj(x).split([1, self.dim, self.dim], dim=1)  # [B, 1, H, W], [B, d, H, W] x2
+        # N = (nh, nw) patches, P = (ph, pw) pixels inside a patch: softmax over N for each of the P pixels.
+        scores = q.reshape(b, nh, ph, nw, pw).permute(0, 2, 4, 1, 3).reshape(b, ph * pw, nh * nw)  # [B, P, N]
+        scores = self.attn_drop(scores.softmax(dim=-1))
+        scores = scores.reshape(b, 1, ph, pw, nh, nw).permute(0, 1, 4, 2, 5, 3)  # view [B, 1, nh, ph, nw, pw]
+        grid = (b, self.dim, nh, ph, nw, pw)
+        context = (k.reshape(grid) * scores).sum(dim=(2, 4), keepdim=True)  # [B, d, 1, ph, 1, pw]
+        return self.out_proj((F.relu(v).reshape(grid) * context).reshape(b, self.dim, h, w))

@@ -4,6 +4,8 @@
 """
 from __future__ import annotations
 
+import inspect
+
 from torch import Tensor, nn
 
 
@@ -25,8 +27,8 @@ class ConvNormAct(nn.Sequential):
                               dilation=dilation, groups=groups, bias=bias)
         if norm:
             self.norm = nn.BatchNorm2d(out_ch)
-        if act is not None:
-            self.act = act()
+        if act is not None:  # in place where the activation allows it: it acts on the conv/norm's fresh output
+            self.act = act(inplace=True) if "inplace" in inspect.signature(act).parameters else act()
 
     def forward(self, x: Tensor) -> Tensor:  # plain loop; kept explicit for torch.compile friendliness
         for m in self:

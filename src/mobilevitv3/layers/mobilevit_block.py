@@ -1,7 +1,7 @@
 """The MobileViT block, v1, v2 and v3 (Mehta & Rastegari 2021/2022; Wadekar & Chaurasia 2022) in one module.
 
 local_rep (kxk conv + 1x1 to d) -> unfold into 2x2-patch sequences -> global_rep (transformer layers + norm)
--> fold -> projection/fusion (-> + input). MobileViTv3's four changes are independent switches of `BlockConfig`:
+-> fold -> projection/fusion (-> + input). (The v2 family's layers act on the map directly, see transformer.py.) MobileViTv3's four changes are independent switches of `BlockConfig`:
 `fusion_kernel` (3 -> 1), `fuse` ("input" -> "local"), `residual`, `local_dw` (full -> depthwise local conv).
 Where the two official code bases differ (`family`), the code wins over the paper text:
 - v1 family: fusion input is cat(local-or-input, global); odd maps are resized bilinearly (align_corners=False)
@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .conv import ConvNormAct
-from .patches import from_grid, from_tokens, to_grid, to_tokens
+from .patches import from_tokens, to_tokens
 from .transformer import TransformerLayer, global_norm
 
 
@@ -46,7 +46,8 @@ class MobileViTBlock(nn.Module):
         self.local_rep.conv_1x1 = ConvNormAct(channels, attn_dim, 1, norm=False, act=None)
         self.global_rep = nn.Sequential(*[
             TransformerLayer(attn_dim, ffn_dim, attention=attention, heads=heads, dropout=dropout,
-                             attn_dropout=attn_dropout, ffn_dropout=ffn_dropout) for _ in range(depth)])
+                             attn_dropout=attn_dropout, ffn_dropout=ffn_dropout,
+                             patch=patch if attention == "linear" else 0) for _ in range(depth)])
         self.global_rep.append(global_norm(attn_dim, attention))
         extra = {"none": 0, "input": channels, "local": attn_dim}[cfg.fuse]
         if cfg.family == "v1":
@@ -68,7 +69,9 @@ class MobileViTBlock(nn.Module):
         h, w = local.shape[-2:]
         size = self._even_size(local)
         g = local if size == (h, w) else F.interpolate(local, size, mode="bilinear", align_corners=False)
-        g = from_tokens(self.global_rep(to_tokens(g, self.patch)), self.patch, *size)  # via [B*P, N, d]
+        channels_last = g.is_contiguous(memory_format=torch.channels_last) and g.shape[1] > 1
+        g = from_tokens(self.global_rep(to_tokens(g, self.patch)), self.patch, *size,  # via [B*P, N, d]
+                        channels_last=channels_last)
         if size != (h, w):
             g = F.interpolate(g, (h, w), mode="bilinear", align_corners=False)
         y = self.conv_proj(g)                                               # [B, C, H, W]
@@ -81,7 +84,7 @@ class MobileViTBlock(nn.Module):
         if size != tuple(x.shape[-2:]):  # the official v2 block resizes its input and keeps the larger size
             x = F.interpolate(x, size, mode="bilinear", align_corners=True)
         local = self.local_rep(x)                                           # [B, d, H, W]
-        g = from_grid(self.global_rep(to_grid(local, self.patch)), self.patch, *size)  # via [B, d, P, N]
+        g = self.global_rep(local)  # patch-wise attention on the map itself, no unfold/fold (see attention.py)
         if self.cfg.fuse != "none":                                         # v2 order: (global, local-or-input)
             g = torch.cat([g, local if self.cfg.fuse == "local" else x], dim=1)
         y = self.conv_proj(g)

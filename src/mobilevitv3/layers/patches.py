@@ -3,7 +3,8 @@
 MobileViT attends *across* patches: sequence p holds pixel p (row-major inside the patch) of every patch.
 Two layouts are used by the two official families:
 - tokens   [B*P, N, C]  (v1 family, multi-head attention over the last dim)
-- grid     [B, C, P, N] (v2 family, 1x1 convs and separable attention over N)
+- grid     [B, C, P, N] (v2 family, 1x1 convs and separable attention over N; the model itself never builds it:
+           its v2 layers work on the map directly, see attention.py; kept as the reference layout)
 """
 from __future__ import annotations
 
@@ -18,12 +19,16 @@ def to_tokens(x: Tensor, patch: int) -> Tensor:
     return x.reshape(b * patch * patch, nh * nw, c)
 
 
-def from_tokens(x: Tensor, patch: int, height: int, width: int) -> Tensor:
-    """Inverse of `to_tokens`: [B*P, N, C] -> [B, C, H, W]."""
+def from_tokens(x: Tensor, patch: int, height: int, width: int, *, channels_last: bool = False) -> Tensor:
+    """Inverse of `to_tokens`: [B*P, N, C] -> [B, C, H, W], contiguous or channels-last (the cheaper copy: whole
+    C-vectors move, nothing is transposed)."""
     bp, _, c = x.shape
     nh, nw = height // patch, width // patch
-    x = x.reshape(bp // (patch * patch), patch, patch, nh, nw, c).permute(0, 5, 3, 1, 4, 2)  # [B, C, nh, ph, nw, pw]
-    return x.reshape(-1, c, height, width)
+    x = x.reshape(bp // (patch * patch), patch, patch, nh, nw, c)  # [B, ph, pw, nh, nw, C]
+    if channels_last:
+        x = x.permute(0, 3, 1, 4, 2, 5).reshape(-1, height, width, c)  # [B, nh, ph, nw, pw, C] = [B, H, W, C]
+        return x.permute(0, 3, 1, 2)                                    # [B, C, H, W] view, channels-last memory
+    return x.permute(0, 5, 3, 1, 4, 2).reshape(-1, c, height, width)   # [B, C, nh, ph, nw, pw] -> [B, C, H, W]
 
 
 def to_grid(x: Tensor, patch: int) -> Tensor:

@@ -3,8 +3,9 @@
     x = x + drop(attn(norm1(x)));  x = x + drop(fc2(drop_ffn(SiLU(fc1(norm2(x))))))
 
 v1 family: tokens [B*P, N, d], LayerNorm, multi-head attention, Linear FFN.
-v2 family: grids [B, d, P, N], GroupNorm(1) (official `LayerNorm2D`: one statistic over the whole d*P*N map of a
-sample, not per token), separable linear attention, 1x1-conv FFN.
+v2 family: GroupNorm(1) (official `LayerNorm2D`: one statistic over the whole d*P*N map of a sample, not per
+token), separable linear attention, 1x1-conv FFN. Norm and FFN are blind to the order of the P*N positions, so the
+v2 layers run on the [B, d, H, W] map itself (`patch` > 0) and nothing is unfolded; `patch=0` takes [B, d, P, N].
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ class Mlp(nn.Module):
         super().__init__()
         layer = (lambda i, o: nn.Conv2d(i, o, 1)) if conv else nn.Linear
         self.fc1 = layer(dim, hidden)
-        self.act = nn.SiLU()
+        self.act = nn.SiLU(inplace=True)  # on fc1's fresh output: saves a buffer and a pass
         self.drop_ffn = nn.Dropout(ffn_dropout)
         self.fc2 = layer(hidden, dim)
         self.drop = nn.Dropout(dropout)
@@ -37,11 +38,11 @@ def global_norm(dim: int, attention: Attention) -> nn.Module:
 
 class TransformerLayer(nn.Module):
     def __init__(self, dim: int, ffn_dim: int, *, attention: Attention, heads: int = 4, dropout: float = 0.0,
-                 attn_dropout: float = 0.0, ffn_dropout: float = 0.0) -> None:
+                 attn_dropout: float = 0.0, ffn_dropout: float = 0.0, patch: int = 0) -> None:
         super().__init__()
         self.norm1 = global_norm(dim, attention)
         self.attn = (MultiHeadAttention(dim, heads, attn_dropout=attn_dropout) if attention == "mhsa"
-                     else LinearSelfAttention(dim, attn_dropout=attn_dropout))
+                     else LinearSelfAttention(dim, patch=patch, attn_dropout=attn_dropout))
         self.drop = nn.Dropout(dropout)
         self.norm2 = global_norm(dim, attention)
         self.mlp = Mlp(dim, ffn_dim, conv=attention == "linear", dropout=dropout, ffn_dropout=ffn_dropout)

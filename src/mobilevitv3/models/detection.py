@@ -17,6 +17,7 @@ from torchvision.ops import batched_nms, box_convert
 
 from ..layers import ConvNormAct
 from .backbone import MobileViT
+from .ssd_loss import multibox_loss, ssd_targets
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,19 @@ class SSDLite(nn.Module):
         centers = (boxes_cxcywh[..., :2] - anchors[..., :2]) / anchors[..., 2:] / c.center_variance
         sizes = torch.log(boxes_cxcywh[..., 2:] / anchors[..., 2:]) / c.size_variance
         return torch.cat([centers, sizes], dim=-1)
+
+    def loss(self, class_logits: Tensor, box_regressions: Tensor, targets: list[dict[str, Tensor]],
+             input_size: tuple[int, int], *, iou_threshold: float = 0.5, neg_pos_ratio: int = 3) -> dict[str, Tensor]:
+        """SSD multibox loss of raw outputs against per-image targets {"boxes" xyxy pixels of the input, "labels"}:
+        {"loss", "cls_loss", "box_loss"} (see `ssd_loss`)."""
+        training = self.training
+        self.train(False)  # a first call at a new size runs a probe forward: keep it out of the BatchNorm statistics
+        try:
+            anchors = self.anchors(*input_size).to(box_regressions.device, torch.float32)
+        finally:
+            self.train(training)
+        labels, box_targets = ssd_targets(targets, anchors, input_size, self.encode, iou_threshold=iou_threshold)
+        return multibox_loss(class_logits, box_regressions, labels, box_targets, neg_pos_ratio=neg_pos_ratio)
 
     @torch.no_grad()
     def postprocess(self, class_logits: Tensor, box_regressions: Tensor, image_sizes: list[tuple[int, int]],

@@ -1,0 +1,28 @@
+"""`mobilevitv3 convert OFFICIAL.pt NAME -o OUT.safetensors`: an official (or timm) checkpoint -> our layout."""
+import argparse
+from pathlib import Path
+
+from ..checkpoint import save_safetensors
+from ..errors import UserError
+from ..models import create_model
+from ..profile import param_count
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="official checkpoint_ema_best.pt, a state dict, or timm weights")
+    p.add_argument("name", help="architecture[.tag] the checkpoint belongs to, e.g. mobilevitv3_xxs.in1k")
+    p.add_argument("-o", "--output", required=True, help="output .safetensors path")
+    p.add_argument("--num-classes", type=int, default=None)
+
+
+def run(args: argparse.Namespace):
+    out = Path(args.output)
+    if out.suffix != ".safetensors":
+        raise UserError(f"output must end in .safetensors, got {out}")
+    model = create_model(args.name, num_classes=args.num_classes, weights=args.checkpoint)
+    try:
+        save_safetensors(model, out)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror or e}") from None
+    return {"name": args.name, "output": str(out), "params": param_count(model),
+            "tensors": len(model.state_dict())}

@@ -1,0 +1,113 @@
+"""Classification transforms (torchvision.transforms.v2) from a model tag's `Preprocess` and a training recipe.
+
+Official pipelines scale to [0, 1] without mean/std; v1-based releases read images as BGR (OpenCV), v2-based as
+RGB. Train: RandomResizedCrop -> flip -> [RandAugment] -> tensor -> [RandomErasing]; eval: resize shorter side ->
+centre crop. Batch-level MixUp/CutMix (one of the two, applied with `mix_prob`) is `batch_mix`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.transforms import InterpolationMode, v2
+
+from ..models.registry import Preprocess, family, split_arch
+
+MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
+
+
+class ChannelOrder(nn.Module):
+    """RGB -> BGR on a [C, H, W] tensor (the v1-based releases were trained on OpenCV's BGR)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flip(-3)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Everything the transforms need, resolved from the config and the model (picklable for workers)."""
+    channel_order: str = "rgb"
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    eval_resize: int | tuple[int, int] = 288
+    eval_crop: int | None = 256
+    rrc_scale: tuple[float, float] = (0.08, 1.0)
+    rrc_ratio: tuple[float, float] = (0.75, 1.333)
+    hflip: float = 0.5
+    randaugment: bool = False
+    randaugment_ops: int = 2
+    randaugment_magnitude: int = 9
+    random_erase: float = 0.0
+
+
+def model_preprocess(model: nn.Module) -> Preprocess:
+    """The tag's preprocessing, or the family's convention for an untagged model (v1 family: BGR, bilinear)."""
+    tag = getattr(model, "tag", None)
+    if tag is not None:
+        return tag.preprocess
+    v1 = family(split_arch(model.name.split(".")[0])[1]) == "v1"
+    return Preprocess("bgr" if v1 else "rgb", interpolation="bilinear" if v1 else "bicubic")
+
+
+def pipeline(cfg: Any, model: nn.Module) -> Pipeline:
+    """Config fields win over the tag; an untagged model evaluates at `image_size` after a 9/8 resize (288/256)."""
+    pre = model_preprocess(model)
+    tagged = getattr(model, "tag", None) is not None
+    crop = cfg.eval_crop if cfg.eval_crop is not None else (pre.crop if tagged else cfg.image_size)
+    resize = cfg.eval_resize if cfg.eval_resize is not None else (
+        pre.resize if tagged else round(crop * 288 / 256))
+    return Pipeline(channel_order=cfg.channel_order or pre.channel_order,
+                    interpolation=cfg.interpolation or pre.interpolation, mean=pre.mean, std=pre.std,
+                    eval_resize=resize, eval_crop=crop, rrc_scale=tuple(cfg.rrc_scale),
+                    rrc_ratio=tuple(cfg.rrc_ratio), hflip=cfg.hflip, randaugment=cfg.randaugment,
+                    randaugment_ops=cfg.randaugment_ops, randaugment_magnitude=cfg.randaugment_magnitude,
+                    random_erase=cfg.random_erase)
+
+
+def _to_tensor(p: Pipeline) -> list[nn.Module]:
+    steps: list[nn.Module] = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+    if p.mean != (0.0, 0.0, 0.0) or p.std != (1.0, 1.0, 1.0):
+        steps.append(v2.Normalize(p.mean, p.std))
+    return steps
+
+
+def train_transform(p: Pipeline, size: tuple[int, int]) -> v2.Compose:
+    steps: list[nn.Module] = [v2.ToImage(), v2.RandomResizedCrop(size, scale=p.rrc_scale, ratio=p.rrc_ratio,
+                                                                  interpolation=MODES[p.interpolation])]
+    if p.hflip > 0:
+        steps.append(v2.RandomHorizontalFlip(p.hflip))
+    if p.randaugment:   # torchvision's RandAugment, 31 bins, bilinear: what the v2-family recipe used
+        steps.append(v2.RandAugment(p.randaugment_ops, p.randaugment_magnitude, 31,
+                                    interpolation=InterpolationMode.BILINEAR))
+    steps += _to_tensor(p)
+    if p.random_erase > 0:
+        steps.append(v2.RandomErasing(p.random_erase))
+    if p.channel_order == "bgr":   # after RandAugment/erasing: they assume nothing about order, but keep RGB there
+        steps.append(ChannelOrder())
+    return v2.Compose(steps)
+
+
+def eval_transform(p: Pipeline) -> v2.Compose:
+    mode = MODES[p.interpolation]
+    resize = v2.Resize(p.eval_resize if isinstance(p.eval_resize, int) else tuple(p.eval_resize),
+                       interpolation=mode, antialias=True)
+    steps: list[nn.Module] = [v2.ToImage(), resize]
+    if p.eval_crop is not None:
+        steps.append(v2.CenterCrop(p.eval_crop))
+    steps += _to_tensor(p)
+    if p.channel_order == "bgr":
+        steps.append(ChannelOrder())
+    return v2.Compose(steps)
+
+
+def batch_mix(num_classes: int, *, mixup_alpha: float, cutmix_alpha: float, prob: float) -> v2.Transform | None:
+    """The official batch mix: pick MixUp or CutMix at random, apply it with `prob` (0.5 -> 25% / 25% / 50% none);
+    the partner is the batch rolled by one and targets become soft one-hot, as in torchvision's implementation."""
+    mixes = ([v2.MixUp(alpha=mixup_alpha, num_classes=num_classes)] if mixup_alpha > 0 else []) + \
+            ([v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes)] if cutmix_alpha > 0 else [])
+    if not mixes or prob <= 0:
+        return None
+    return v2.RandomApply([v2.RandomChoice(mixes)], p=prob)

@@ -1,0 +1,102 @@
+"""Image classification: ImageFolder / digits data, label-smoothed cross-entropy (soft targets under
+MixUp/CutMix), top-1/top-5 accuracy via torchmetrics (reduced over DDP ranks), top-k prediction."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchmetrics import MeanMetric, SumMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..data import classification as datasets
+from ..data.transforms import batch_mix, eval_transform, pipeline
+from ..errors import UserError
+from .base import Task
+
+
+class Collate:
+    """Stack `(image, label, unreadable)` samples; drop Nones; count unreadable files; optional batch mix."""
+
+    def __init__(self, mix: Any = None) -> None:
+        self.mix = mix
+
+    def __call__(self, samples: Sequence[Any]) -> tuple[Tensor | None, Tensor | None, int]:
+        good = [s for s in samples if s is not None]
+        skipped = sum(s[2] for s in good) + len(samples) - len(good)
+        if not good:
+            return None, None, skipped
+        images = torch.stack([torch.as_tensor(s[0]) for s in good])      # [B, 3, H, W]
+        targets = torch.tensor([s[1] for s in good])                    # [B]
+        if self.mix is not None:
+            images, targets = self.mix(images, targets)                 # targets -> [B, K] soft when applied
+        return images, targets, skipped
+
+
+class Classification(Task):
+    name = "classification"
+    main_metric = "top1"
+    higher_is_better = True
+
+    def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
+        pipe = pipeline(cfg, model)
+        if cfg.data == "digits":
+            return datasets.digits(pipe, image_size=cfg.image_size, train=train)
+        return datasets.image_folder(cfg.data, pipe, image_size=cfg.image_size, train=train,
+                                     classes=cfg.task_options.get("classes"))
+
+    def collate(self, samples: Sequence[Any]) -> Any:
+        return Collate()(samples)
+
+    def train_collate(self, cfg: Any):
+        return Collate(batch_mix(cfg.num_classes, mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha,
+                                 prob=cfg.mix_prob))
+
+    def training_loss(self, model: nn.Module, batch: Any, cfg: Any) -> tuple[Tensor, dict[str, float]]:
+        images, targets, skipped = batch
+        if images is None:
+            raise UserError("every image of a training batch was unreadable; check the data set")
+        logits = model(images)
+        # F.cross_entropy takes hard labels or (mixed) probabilities; smoothing as the official recipes, train only.
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=cfg.label_smoothing)
+        return loss, {"skipped_count": float(skipped)}
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, *, device: torch.device, autocast,
+                 channels_last: bool = False) -> dict[str, float]:
+        k = model.num_classes
+        top1 = MulticlassAccuracy(k, top_k=1, average="micro").to(device)
+        top5 = MulticlassAccuracy(k, top_k=min(5, k), average="micro").to(device)
+        loss, images, skipped = MeanMetric().to(device), SumMetric().to(device), SumMetric().to(device)
+        for batch in loader:
+            x, y, bad = self.to_device(batch, device, channels_last=channels_last)
+            skipped.update(float(bad))
+            if x is None:
+                continue
+            with autocast():
+                logits = model(x).float()
+            top1.update(logits, y)
+            top5.update(logits, y)
+            loss.update(F.cross_entropy(logits, y), weight=len(y))
+            images.update(float(len(y)))
+        n = int(images.compute())   # every rank calls compute(): torchmetrics all-gathers the states
+        return {"top1": 100 * float(top1.compute()) if n else 0.0, "top5": 100 * float(top5.compute()) if n else 0.0,
+                "loss": float(loss.compute()) if n else float("nan"), "images": n,
+                "skipped_count": int(skipped.compute())}
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5,
+                cfg: Any = None) -> list[dict]:
+        from ..train.config import TrainConfig
+        transform = eval_transform(pipeline(cfg or TrainConfig(model=model.name), model))
+        batch = torch.stack([transform(im) for im in images]).to(device)
+        probs = model(batch).float().softmax(-1)
+        names = getattr(model, "class_names", None)
+        values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
+        return [{"top": [{"class": int(i), "name": names[i] if names else str(int(i)), "prob": round(float(p), 6)}
+                         for p, i in zip(vs, ids)]} for vs, ids in zip(values, indices)]
+
+
+TASK = Classification

@@ -1,0 +1,220 @@
+"""The task-agnostic training loop: DDP, AMP, gradient accumulation and clipping, EMA, official lr schedule,
+atomic checkpoints every epoch and on Ctrl-C, metrics.jsonl + curves.png, best.pt by the task's main metric.
+
+`train(cfg)` is the library entry point; `mobilevitv3 train` and `torchrun -m mobilevitv3 train` call it.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ..errors import UserError
+from ..models.registry import create_model, split_arch
+from ..tasks import get_task
+from . import distributed, state
+from .config import TrainConfig
+from .ema import ModelEMA
+from .loop import Loaders, build_loaders
+from .optim import LRSchedule, build_optimizer
+from .runlog import MetricsLog, plot_curves, write_config
+from .state import Progress
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN/inf: training stops and the last good checkpoint is left as it was."""
+
+
+class Stop:
+    """SIGINT sets a flag that the loop checks at the next optimiser step (a second Ctrl-C aborts at once)."""
+
+    def __init__(self) -> None:
+        self.requested, self._old = False, None
+
+    def _handler(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
+
+    def __enter__(self) -> "Stop":
+        with contextlib.suppress(ValueError):   # not in the main thread: no handler, Ctrl-C is not ours to catch
+            self._old = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Train as configured (one process, or one rank of a torchrun job); returns the run's summary (rank 0)."""
+    ctx = distributed.setup(cfg.device, cfg.threads)
+    try:
+        return Trainer(cfg, ctx).fit()
+    finally:
+        distributed.cleanup(ctx)
+
+
+def _amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    mode = cfg.amp if cfg.amp != "auto" else ("fp16" if device.type == "cuda" else "none")
+    if mode == "fp16" and device.type != "cuda":
+        raise UserError("--amp fp16 needs CUDA (GradScaler); use --amp bf16 or none on CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}[mode]
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, ctx: distributed.Dist) -> None:
+        self.ctx, self.out = ctx, Path(cfg.out)
+        self.task = get_task(cfg.task or split_arch(cfg.model.split(".")[0])[0])
+        self.cfg, self.model, self.loaders = self._build(cfg)
+        self.amp_dtype = _amp(self.cfg, ctx.device)
+        self.ema = ModelEMA(self.model, self.cfg.ema_momentum) if self.cfg.ema else None
+        self.optimizer = build_optimizer(self.task.param_groups(self.model, self.cfg), self.cfg)
+        self.schedule = LRSchedule(self.cfg)
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
+        self.ddp = self._wrap(self.model)
+        self.progress = Progress()
+        self.metrics = MetricsLog(self.out / "metrics.jsonl")
+
+    def _build(self, cfg: TrainConfig) -> tuple[TrainConfig, nn.Module, Loaders]:
+        model = create_model(cfg.model, num_classes=cfg.num_classes, weights=cfg.weights, **cfg.model_kwargs)
+        train_set, val_set = self.task.build_datasets(cfg, model)
+        n = getattr(train_set, "num_classes", None)
+        if cfg.num_classes is None and n is not None:
+            cfg = replace(cfg, num_classes=n)
+            if getattr(model, "num_classes", n) != n:   # the data decides the head (fine-tuning resets it)
+                model = create_model(cfg.model, num_classes=n, weights=cfg.weights, **cfg.model_kwargs)
+        self.classes = list(getattr(train_set, "classes", None) or []) or None
+        model.to(self.ctx.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        return cfg, model, build_loaders(cfg, self.task, train_set, val_set, self.ctx)
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        if not self.ctx.enabled:
+            return model
+        if self.cfg.sync_bn and self.ctx.device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        return DistributedDataParallel(model, device_ids=[self.ctx.device] if self.ctx.device.type == "cuda" else None,
+                                       find_unused_parameters=getattr(self.task, "find_unused_parameters", False))
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
+
+    # ---- run folder ---------------------------------------------------------------------------------------------
+    def _prepare_out(self) -> None:
+        last = self.out / "last.pt"
+        if self.cfg.resume and last.is_file():
+            self._restore(state.load(last))
+        elif last.is_file() and not self.cfg.resume:
+            raise UserError(f"{self.out} already holds a run (last.pt): add --resume to continue it, or choose "
+                            f"another --out")
+        elif self.cfg.resume:
+            log.warning("--resume: no %s yet, starting from scratch", last)
+        if self.ctx.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.metrics.keep_epochs_below(self.progress.epoch + 1)
+            write_config(self.cfg.to_dict(), self.out / "config.yaml")
+        distributed.barrier(self.ctx)
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        self.model.load_state_dict(saved["model"])
+        if self.ema is not None and saved.get("ema") is not None:
+            self.ema.load_state_dict(saved["ema"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.progress = Progress(saved["epoch"], saved["step"], saved["iteration"], saved["best"])
+        log.info("resumed %s at epoch %d, step %d", self.out / "last.pt", saved["epoch"] + 1, saved["step"])
+
+    def save_last(self) -> None:
+        if self.ctx.main:
+            state.save_last(self.out / "last.pt", model=self.model, ema=self.ema, optimizer=self.optimizer,
+                            scaler=self.scaler, progress=self.progress, config=self.cfg.to_dict(),
+                            classes=self.classes)
+
+    # ---- the loop -----------------------------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        self._prepare_out()
+        start = time.perf_counter()
+        with Stop() as stop:
+            while self.progress.epoch < self.cfg.epochs:
+                stats = self._train_epoch(stop)
+                if stats is None:       # interrupted: state saved at a step boundary
+                    self.save_last()
+                    raise KeyboardInterrupt
+                self._end_epoch(stats)
+        return self._summary(time.perf_counter() - start)
+
+    def _train_epoch(self, stop: Stop) -> dict[str, float] | None:
+        from .loop import train_steps
+        return train_steps(self, stop)
+
+    def _end_epoch(self, stats: dict[str, float]) -> None:
+        p, cfg = self.progress, self.cfg
+        record = {"epoch": p.epoch + 1, **stats}
+        evaluate = lambda m: self.task.evaluate(m, self.loaders.val, device=self.ctx.device,  # noqa: E731
+                                                autocast=self.autocast, channels_last=cfg.channels_last)
+        self.model.eval()
+        record |= {f"val_{k}": v for k, v in evaluate(self.model).items()}
+        if self.ema is not None:
+            record |= {f"ema_val_{k}": v for k, v in evaluate(self.ema.module).items()}
+        key = self.task.main_metric
+        sign = 1 if self.task.higher_is_better else -1
+        candidates = [("model", record[f"val_{key}"])] + ([("ema", record[f"ema_val_{key}"])] if self.ema else [])
+        source, score = max(candidates, key=lambda c: sign * c[1] if math.isfinite(c[1]) else -math.inf)
+        improved = p.best is None or sign * score > sign * p.best
+        p.epoch, p.step = p.epoch + 1, 0
+        if improved:
+            p.best = score
+        if self.ctx.main:
+            self._write_epoch(record, improved, source)
+        distributed.barrier(self.ctx)
+
+    def _write_epoch(self, record: dict[str, Any], improved: bool, source: str) -> None:
+        # metrics first, then checkpoints: a kill in between re-runs this epoch, whose line resume then drops
+        self.metrics.append(record)
+        if improved:
+            weights = (self.ema.module if source == "ema" else self.model).state_dict()
+            state.save_best(self.out / "best.pt", weights=weights, source=source, epoch=record["epoch"],
+                            metrics=record, config=self.cfg.to_dict(), classes=self.classes)
+        self.save_last()
+        plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)
+        key = self.task.main_metric
+        log.info("epoch %d/%d  train_loss %.4f  val_%s %.2f%s  lr %.2e  %.0f img/s", record["epoch"],
+                 self.cfg.epochs, record["train_loss"], key, record[f"val_{key}"],
+                 f"  ema_val_{key} {record[f'ema_val_{key}']:.2f}" if self.ema else "", record["lr"],
+                 record["images_per_s"])
+
+    def _summary(self, seconds: float) -> dict[str, Any]:
+        records = self.metrics.records() if self.ctx.main else []
+        key = self.task.main_metric
+        last = records[-1] if records else {}
+        summary = {"model": self.cfg.model, "data": self.cfg.data, "epochs": len(records),
+                   f"val_{key}": last.get(f"val_{key}"), f"ema_val_{key}": last.get(f"ema_val_{key}"),
+                   f"best_{key}": self.progress.best, "wall_s": round(seconds, 1),
+                   "checkpoint": str(self.out / "best.pt"), "last": str(self.out / "last.pt"),
+                   "plot": str(self.out / "curves.png"), "metrics": str(self.out / "metrics.jsonl")}
+        if self.ctx.main:
+            log.info("best val %s %.2f; checkpoint %s; plot %s", key, self.progress.best or math.nan,
+                     summary["checkpoint"], summary["plot"])
+        return summary
+
+
+def progress_bar(iterable, *, total: int, desc: str, enabled: bool):
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, file=sys.stderr, leave=False,
+                dynamic_ncols=True, mininterval=1.0)

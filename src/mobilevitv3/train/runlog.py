@@ -1,0 +1,82 @@
+"""What a run leaves in its folder besides checkpoints: `metrics.jsonl` (one JSON object per epoch), `config.yaml`
+(the resolved TrainConfig) and `curves.png` (loss and accuracy per epoch). Every write is atomic or an fsynced
+append, so a killed run never leaves a half-written line or image."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_config(config: dict[str, Any], path: Path) -> None:
+    _atomic_write(path, lambda f: f.write(yaml.safe_dump(config, sort_keys=False).encode()))
+
+
+class MetricsLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for line in self.path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:   # a line cut by a kill before the fsync: drop it
+                continue
+        return out
+
+    def keep_epochs_below(self, epoch: int) -> None:
+        """Drop the records of epochs >= `epoch` (1-based): on resume they are trained again, never duplicated."""
+        kept = [r for r in self.records() if r.get("epoch", math.inf) < epoch]
+        _atomic_write(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
+
+    def append(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def plot_curves(records: list[dict[str, Any]], path: Path, *, metric: str = "top1") -> None:
+    """Loss (train, val) and the main metric (raw and EMA weights) per epoch, with matplotlib's Agg backend."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in records]
+    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_loss", "train"), ("val_loss", "val")):
+        if any(key in r for r in records):
+            ax_loss.plot(epochs, [r.get(key, math.nan) for r in records], marker=".", label=label)
+    for key, label in ((f"val_{metric}", "model"), (f"ema_val_{metric}", "EMA")):
+        if any(key in r for r in records):
+            ax_metric.plot(epochs, [r.get(key, math.nan) for r in records], marker=".", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_metric.set(xlabel="epoch", ylabel=f"val {metric}", title=f"validation {metric}")
+    for ax in (ax_loss, ax_metric):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)

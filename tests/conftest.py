@@ -1,0 +1,19 @@
+import os
+
+import pytest
+import torch
+
+# Two cores shared by the suite: one intra-op thread per test process keeps timings sane.
+torch.set_num_threads(int(os.environ.get("MOBILEVITV3_TEST_THREADS", "1")))
+
+
+@pytest.fixture
+def official_checkpoint(tmp_path):
+    """Write a fixture's official state dict to a file, as a release `checkpoint_ema_best.pt` would be."""
+    from official import official_state_dict
+
+    def write(fx: dict, name: str = "checkpoint_ema_best.pt"):
+        path = tmp_path / name
+        torch.save(official_state_dict(fx), path)
+        return path
+    return write
