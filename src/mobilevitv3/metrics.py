@@ -50,14 +50,16 @@ class ConfusionMatrix:
         union = m.sum(0) + m.sum(1) - tp
         return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
 
-    def compute(self, class_names: list[str] | None = None) -> dict[str, float | dict[str, float | None]]:
+    def compute(self, class_names: list[str] | None = None) -> dict[str, float]:
+        """{"miou", "pixel_acc", "iou/<class name>" for every class that occurs} (flat, so it logs as JSON lines)."""
         iou = self.iou()
         present = ~iou.isnan()
         names = class_names or [str(i) for i in range(self.num_classes)]
         m = self.matrix.double()
-        return {"miou": float(iou[present].mean()) if present.any() else 0.0,
-                "pixel_acc": float(m.diagonal().sum() / m.sum().clamp(min=1)),
-                "iou_per_class": {n: (None if math.isnan(v) else round(v, 6)) for n, v in zip(names, iou.tolist())}}
+        out = {"miou": float(iou[present].mean()) if present.any() else 0.0,
+               "pixel_acc": float(m.diagonal().sum() / m.sum().clamp(min=1))}
+        out.update({f"iou/{n}": v for n, v, p in zip(names, iou.tolist(), present.tolist()) if p})
+        return out
 
 
 def coco_results(detections: list[dict[str, Tensor]], image_ids: list[int], category_ids: list[int]) -> list[dict]:
@@ -75,8 +77,8 @@ def coco_results(detections: list[dict[str, Tensor]], image_ids: list[int], cate
 def coco_map(coco_gt, results: list[dict], image_ids: list[int] | None = None) -> dict[str, float]:
     """COCOeval (bbox) of `results` against the ground-truth `COCO` object, over `image_ids` (default: all).
 
-    Returns map (AP@[.5:.95]), map50, map75 and map_small/medium/large; an area range without ground truth is NaN
-    (COCOeval's -1). No detections at all scores 0 (pycocotools cannot load an empty result list).
+    Returns map (AP@[.5:.95]), map50, map75 and map_small/medium/large; an area range without ground truth is -1,
+    as COCOeval (and torchmetrics) report it. No detections at all score 0 (pycocotools cannot load an empty list).
     """
     ids = sorted(set(image_ids)) if image_ids is not None else sorted(coco_gt.getImgIds())
     if not results:
@@ -91,4 +93,4 @@ def coco_map(coco_gt, results: list[dict], image_ids: list[int] | None = None) -
         ev.accumulate()
         ev.summarize()
     log.debug("%s", printed.getvalue())
-    return {k: (math.nan if v < 0 else float(v)) for k, v in zip(COCO_STATS, ev.stats[:6])}
+    return {k: float(v) for k, v in zip(COCO_STATS, ev.stats[:6])}

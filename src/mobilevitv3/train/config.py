@@ -187,15 +187,18 @@ def _check_names(values: dict[str, Any], where: str) -> None:
             raise UserError(f"{where}: unknown field {key!r}{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
 
 
-def resolve(recipe: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """defaults < recipe < overrides. Without a recipe, `recipes/<model>.yaml` is used when packaged."""
+def resolve(recipe: str | None = None, overrides: dict[str, Any] | None = None, *,
+            base: dict[str, Any] | None = None) -> TrainConfig:
+    """defaults < recipe (or `base`, a saved config when resuming) < overrides. Without a recipe,
+    `recipes/<model>.yaml` is used when it is packaged (e.g. `--model mobilevitv3_xxs.in1k`)."""
     overrides = dict(overrides or {})
     _check_names(overrides, "option")
-    if recipe is None and "model" in overrides and recipe_path(overrides["model"]) is not None \
-            and not Path(overrides["model"]).suffix in (".yaml", ".yml"):
-        recipe = overrides["model"]
-    values = load_recipe(recipe) if recipe else {}
-    _check_names(values, f"recipe {recipe}")
+    model = overrides.get("model")
+    if recipe is None and base is None and model and Path(model).suffix not in (".yaml", ".yml") \
+            and recipe_path(model) is not None:
+        recipe = model
+    values = dict(base) if base is not None else load_recipe(recipe) if recipe else {}
+    _check_names(values, f"recipe {recipe}" if recipe else "saved config")
     values.update(overrides)
     return TrainConfig(**{k: coerce(k, v) for k, v in values.items()})
 
