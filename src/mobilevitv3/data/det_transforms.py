@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import UserError
-from .seg_transforms import interpolation_mode, to_model_input
+from .seg_transforms import NOT_AUGMENTATION, interpolation_mode, to_model_input
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class DetAugment:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "DetAugment":
         known = [f.name for f in dataclasses.fields(cls)]
+        options = {k: v for k, v in options.items() if k not in NOT_AUGMENTATION}
         for key in options:
             if key not in known:
                 close = difflib.get_close_matches(key, known, n=2)
@@ -69,7 +70,8 @@ class DetEvalTransform:
         self.size, self.interpolation, self.antialias = list(size), interpolation_mode(interpolation), antialias
         self.channel_order, self.mean, self.std = channel_order, mean, std
 
-    def __call__(self, image: tv_tensors.Image, target: dict, size: tuple[int, int] | None = None):
+    def __call__(self, image: tv_tensors.Image, target: dict | None = None, size: tuple[int, int] | None = None):
         image = F.resize(image, self.size, interpolation=self.interpolation, antialias=self.antialias)
-        target = {**target, "boxes": F.resize(target["boxes"], self.size)}
+        if target is not None:
+            target = {**target, "boxes": F.resize(target["boxes"], self.size)}
         return to_model_input(image, channel_order=self.channel_order, mean=self.mean, std=self.std), target

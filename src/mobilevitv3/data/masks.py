@@ -15,7 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as F
 
 from ..errors import UserError
 
@@ -55,9 +55,10 @@ PairTransform = Callable[[tv_tensors.Image, tv_tensors.Mask, "tuple[int, int] | 
 def read_image(path: Path) -> tv_tensors.Image | None:
     """RGB uint8 [3, H, W], or None (logged) for a file that cannot be decoded."""
     try:
-        return tv_tensors.Image(decode_image(str(path), mode=ImageReadMode.RGB))
-    except (RuntimeError, OSError, ValueError) as e:
-        log.warning("skipping unreadable image %s (%s)", path, str(e).splitlines()[0] if str(e) else type(e).__name__)
+        with Image.open(path) as im:
+            return tv_tensors.Image(F.pil_to_tensor(im.convert("RGB")))
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        log.warning("skipping unreadable image %s (%s)", path, e)
         return None
 
 

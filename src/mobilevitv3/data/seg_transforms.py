@@ -22,6 +22,9 @@ from torchvision.transforms.v2 import functional as F
 
 from ..errors import UserError
 
+# task_options keys that are not augmentation: the data set kind, and the class names a checkpoint carries
+NOT_AUGMENTATION = ("dataset", "classes")
+
 
 @dataclass(frozen=True)
 class SegAugment:
@@ -39,6 +42,7 @@ class SegAugment:
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "SegAugment":
         known = {f.name: f for f in dataclasses.fields(cls)}
+        options = {k: v for k, v in options.items() if k not in NOT_AUGMENTATION}
         for key in options:
             if key not in known:
                 close = difflib.get_close_matches(key, list(known), n=2)

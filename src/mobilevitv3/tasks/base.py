@@ -74,11 +74,15 @@ class Task:
     `main_metric` / `higher_is_better`
         The metric name in `evaluate`'s dict that decides `best.pt`, and its direction (top1/True, miou/True,
         loss/False ...).
+
+    `find_unused_parameters`
+        Passed to DistributedDataParallel: True when some parameters get no gradient in a training step.
     """
 
     name: str = ""
     main_metric: str = "loss"
     higher_is_better: bool = False
+    find_unused_parameters: bool = False
 
     def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
         raise NotImplementedError

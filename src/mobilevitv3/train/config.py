@@ -34,9 +34,9 @@ class TrainConfig:
     weights: str | None = None             # start from these weights (a different num_classes resets the head)
     model_kwargs: dict = field(default_factory=dict)   # to create_model (dropout, attn_dropout, ...)
     task_options: dict = field(default_factory=dict)   # free-form, read by the task (mask_fill, ...)
-    # --- schedule. 30 epochs x 23 steps of 64 fit in ~5 min on 2 cores; AdamW at 2e-3 with a short warm-up is the
-    # official recipe's peak lr and converges on 1,437 images without a tuned decay.
-    epochs: int = 30
+    # --- schedule. AdamW at the official peak lr 2e-3 with a 100-step warm-up passes 93% val top-1 by epoch 4 on
+    # digits; 20 epochs (460 steps of 64) leave margin for >= 95% and fit in ~3-6 min on a 2-core CPU.
+    epochs: int = 20
     batch_size: int = 64                   # per process (the sampler scales it with resolution)
     eval_batch_size: int | None = None     # None: batch_size
     accum_steps: int = 1
@@ -80,7 +80,9 @@ class TrainConfig:
     workers: int = 0                       # DataLoader workers per process (digits is in memory: 0 is fastest)
     # --- engine
     ema: bool = True
-    ema_momentum: float = 0.0005           # official semantics: ema = (1 - m) * ema + m * model
+    # Official semantics: ema = (1 - m) * ema + m * model. The recipes' 0.0005 averages over ~2,000 steps; the
+    # digits job has 460 in all, so its default 0.01 (~100 steps, about 4 epochs) lets the EMA leave the random init.
+    ema_momentum: float = 0.01
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"   # auto: fp16 on CUDA, none on CPU
     channels_last: bool = False
     sync_bn: bool = False
@@ -89,7 +91,6 @@ class TrainConfig:
     threads: int | None = None             # torch threads per process (None: cores / local world size)
     resume: bool = False
     max_steps_per_epoch: int | None = None     # cut epochs short (smoke tests)
-    log_every: int = 50
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.accum_steps < 1:

@@ -67,6 +67,15 @@ def any_rank(*flags: bool, ctx: Dist) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
+def sum_ranks(values: dict[str, float], *, ctx: Dist) -> dict[str, float]:
+    """Each value summed over the ranks (every rank must pass the same keys)."""
+    if not ctx.enabled or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t)
+    return dict(zip(values, t.tolist()))
+
+
 def barrier(ctx: Dist) -> None:
     if ctx.enabled:
         dist.barrier()

@@ -39,23 +39,27 @@ class NonFiniteLoss(UserError):
 
 
 class Stop:
-    """SIGINT sets a flag that the loop checks at the next optimiser step (a second Ctrl-C aborts at once)."""
+    """SIGINT (Ctrl-C) or SIGTERM (torchrun / a scheduler stopping the job) sets a flag that the loop checks after
+    the next optimiser step, then saves last.pt and exits; a second signal aborts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested, self._old = False, None
+        self.requested, self._old = False, {}
 
     def _handler(self, signum, frame) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, self._old or signal.default_int_handler)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
     def __enter__(self) -> "Stop":
-        with contextlib.suppress(ValueError):   # not in the main thread: no handler, Ctrl-C is not ours to catch
-            self._old = signal.signal(signal.SIGINT, self._handler)
+        with contextlib.suppress(ValueError):   # not in the main thread: no handler, the signal is not ours
+            self._old = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -89,13 +93,15 @@ class Trainer:
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
 
     def _build(self, cfg: TrainConfig) -> tuple[TrainConfig, nn.Module, Loaders]:
-        model = create_model(cfg.model, num_classes=cfg.num_classes, weights=cfg.weights, **cfg.model_kwargs)
+        torch.manual_seed(cfg.seed)              # the same initial weights on every rank and every run
+        model = create_model(cfg.model, num_classes=cfg.num_classes, **cfg.model_kwargs)  # its tag: preprocessing
         train_set, val_set = self.task.build_datasets(cfg, model)
         n = getattr(train_set, "num_classes", None)
         if cfg.num_classes is None and n is not None:
-            cfg = replace(cfg, num_classes=n)
-            if getattr(model, "num_classes", n) != n:   # the data decides the head (fine-tuning resets it)
-                model = create_model(cfg.model, num_classes=n, weights=cfg.weights, **cfg.model_kwargs)
+            cfg = replace(cfg, num_classes=n)   # the data decides the head; a different count resets it
+        weights = None if cfg.resume and (self.out / "last.pt").is_file() else cfg.weights   # last.pt wins
+        if weights or getattr(model, "num_classes", cfg.num_classes) != cfg.num_classes:
+            model = create_model(cfg.model, num_classes=cfg.num_classes, weights=weights, **cfg.model_kwargs)
         self.classes = list(getattr(train_set, "classes", None) or []) or None
         model.to(self.ctx.device)
         if cfg.channels_last:
@@ -149,9 +155,9 @@ class Trainer:
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        self._prepare_out()
         start = time.perf_counter()
-        with Stop() as stop:
+        with Stop() as stop:   # installed first: a Ctrl-C at any point after this ends in a saved last.pt
+            self._prepare_out()
             while self.progress.epoch < self.cfg.epochs:
                 stats = self._train_epoch(stop)
                 if stats is None:       # interrupted: state saved at a step boundary
@@ -196,7 +202,7 @@ class Trainer:
         plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)
         key = self.task.main_metric
         log.info("epoch %d/%d  train_loss %.4f  val_%s %.2f%s  lr %.2e  %.0f img/s", record["epoch"],
-                 self.cfg.epochs, record["train_loss"], key, record[f"val_{key}"],
+                 self.cfg.epochs, math.nan if record["train_loss"] is None else record["train_loss"], key, record[f"val_{key}"],
                  f"  ema_val_{key} {record[f'ema_val_{key}']:.2f}" if self.ema else "", record["lr"],
                  record["images_per_s"])
 

@@ -79,7 +79,7 @@ def _non_finite(t: "Trainer", loss: torch.Tensor) -> Exception:
     last = t.out / "last.pt"
     kept = f"{last} (from before epoch {t.progress.epoch + 1}) is left as it was" if last.is_file() \
         else "no checkpoint had been written yet"
-    return NonFiniteLoss(f"non-finite loss ({float(loss):.4g}) at epoch {t.progress.epoch + 1}, step "
+    return NonFiniteLoss(f"non-finite loss ({float(loss.detach()):.4g}) at epoch {t.progress.epoch + 1}, step "
                          f"{t.progress.step + 1}; training stopped, {kept}")
 
 
@@ -114,7 +114,7 @@ def train_steps(t: "Trainer", stop: "Stop") -> dict[str, float] | None:
         if boundary:
             _optimizer_step(t)
         p.step, steps, images = p.step + 1, steps + 1, images + _batch_len(batch)
-        for k, v in {"train_loss": float(loss), **stats}.items():
+        for k, v in {"train_loss": float(loss.detach()), **stats}.items():
             sums[k] = sums.get(k, 0.0) + v
         if ctx.main and steps % 10 == 0:
             bar.set_postfix(loss=f"{sums['train_loss'] / steps:.3f}", lr=f"{lr:.2e}", refresh=False)
@@ -122,6 +122,7 @@ def train_steps(t: "Trainer", stop: "Stop") -> dict[str, float] | None:
             return None
     bar.close()
     seconds = time.perf_counter() - start
-    out = {k: (v if k.endswith("_count") else v / max(steps, 1)) for k, v in sums.items()}
+    counts = distributed.sum_ranks({k: v for k, v in sums.items() if k.endswith("_count")}, ctx=ctx)
+    out = {"train_loss": None} | {k: v / max(steps, 1) for k, v in sums.items()} | counts
     return out | {"lr": lr, "images_per_s": round(images * ctx.world / max(seconds, 1e-9), 1),
                   "epoch_time_s": round(seconds, 1)}

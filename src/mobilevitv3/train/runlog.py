@@ -58,6 +58,10 @@ class MetricsLog:
             os.fsync(f.fileno())
 
 
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
 def plot_curves(records: list[dict[str, Any]], path: Path, *, metric: str = "top1") -> None:
     """Loss (train, val) and the main metric (raw and EMA weights) per epoch, with matplotlib's Agg backend."""
     import matplotlib
@@ -68,10 +72,10 @@ def plot_curves(records: list[dict[str, Any]], path: Path, *, metric: str = "top
     fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
     for key, label in (("train_loss", "train"), ("val_loss", "val")):
         if any(key in r for r in records):
-            ax_loss.plot(epochs, [r.get(key, math.nan) for r in records], marker=".", label=label)
+            ax_loss.plot(epochs, [_num(r.get(key)) for r in records], marker=".", label=label)
     for key, label in ((f"val_{metric}", "model"), (f"ema_val_{metric}", "EMA")):
         if any(key in r for r in records):
-            ax_metric.plot(epochs, [r.get(key, math.nan) for r in records], marker=".", label=label)
+            ax_metric.plot(epochs, [_num(r.get(key)) for r in records], marker=".", label=label)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_metric.set(xlabel="epoch", ylabel=f"val {metric}", title=f"validation {metric}")
     for ax in (ax_loss, ax_metric):

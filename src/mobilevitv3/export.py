@@ -1,0 +1,309 @@
+"""Export any zoo model to the runtimes that phones and edge devices use, and prove the file computes the model.
+
+Formats: ONNX (opset 17), TorchScript, torch.export ExportedProgram (.pt2), CoreML (.mlpackage, ML program),
+ExecuTorch (.pte, XNNPACK) and TFLite (LiteRT, through litert-torch). Each file is written under a hidden temporary
+name beside the output, loaded back with its own runtime, compared with the eager float32 model on random images, and
+only then renamed into place: a failed export leaves nothing behind. The tag's preprocessing travels with the file
+(ONNX metadata_props, CoreML user metadata, an extra file in TorchScript / .pt2), because the released checkpoints
+expect [0, 1] pixels without mean/std and, for the v1 family, BGR channel order -- mistakes no output check catches.
+"""
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import logging
+import os
+import shutil
+import uuid
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from .errors import UserError
+from .export_backends import BACKENDS, Job
+
+log = logging.getLogger(__name__)
+
+MIN_SIZE, MAX_SIZE = 32, 4096        # one pixel at output stride 32; a sane upper bound for a deployed graph
+MAX_BATCH = 1024
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2}   # max |export - eager| <= tol * max(1, max |eager|)
+
+
+class ExportError(UserError):
+    """A model that cannot be exported to a format, or an export that does not reproduce the model."""
+
+
+@dataclass(frozen=True)
+class Format:
+    suffix: str
+    requires: tuple[tuple[str, str], ...]  # (module to import, pip requirement known to work with torch 2.14.1)
+    dynamic_size: bool = False             # symbolic height/width (torch.export-based exporters only)
+    fp16: bool = True
+
+
+FORMATS = {
+    "onnx": Format(".onnx", (("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("onnxscript", "onnxscript")),
+                   dynamic_size=True),
+    "torchscript": Format(".pt", ()),
+    "exported-program": Format(".pt2", (), dynamic_size=True),
+    "coreml": Format(".mlpackage", (("coremltools", "coremltools>=9.0"),)),
+    "executorch": Format(".pte", (("executorch", "executorch>=1.5.1"),), fp16=False),
+    "tflite": Format(".tflite", (("litert_torch", "litert-torch>=0.10.0"), ("ai_edge_litert", "ai-edge-litert")),
+                     fp16=False),
+}
+
+
+def export(model: nn.Module, fmt: str, out: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None,
+           batch_size: int = 1, dynamic_batch: bool = False, dynamic_size: bool = False, fuse: bool = False,
+           fp16: bool = False, verify: bool = True) -> dict:
+    """Export `model` (any `create_model` result) as `fmt` to `out`; returns a JSON-able report.
+
+    `image_size`: (height, width) or one int; default: the tag's evaluation size, else 256. `dynamic_batch`: any batch
+    (checked at 1 and 3). `dynamic_size` (ONNX, ExportedProgram): any height/width that is a multiple of the model's
+    `size_multiple` -- at those sizes no MobileViT block meets an odd map, so the graph needs no resize branch.
+    The report holds the max abs difference from the eager float32 model on every checked input shape.
+    """
+    spec = _format(fmt)
+    _require(fmt, spec)
+    height, width = _image_size(image_size if image_size is not None else default_image_size(model))
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+        raise UserError(f"batch size must be an integer in 1..{MAX_BATCH}, got {batch_size!r}")
+    if dynamic_size and not spec.dynamic_size:
+        dyn = ", ".join(n for n, f in FORMATS.items() if f.dynamic_size)
+        raise UserError(f"--dynamic-size is supported for {dyn}, not {fmt}: export one file per image size")
+    if fp16 and not spec.fp16:
+        raise UserError(f"--fp16 is not supported for {fmt}: export float32 (the runtime's own fp16 path applies)")
+    multiple = size_multiple(model) if dynamic_size else 0
+    if multiple and (height % multiple or width % multiple):
+        raise UserError(f"with --dynamic-size the image size must be a multiple of {multiple} for {_name(model)} "
+                        f"(no odd feature map in any MobileViT block), got {height}x{width}")
+    path = _output_path(out, spec)
+
+    reference = copy.deepcopy(model).cpu().float().eval()
+    deployed = _fused(copy.deepcopy(reference)) if fuse else copy.deepcopy(reference)
+    dtype = torch.float16 if fp16 else torch.float32
+    deployed = deployed.to(dtype).eval()
+    batch = max(2, batch_size) if dynamic_batch else batch_size  # torch.export specialises a batch of 1
+    shapes = _check_shapes(batch_size, height, width, dynamic_batch, multiple)
+    expected = _eager(reference, shapes, (height, width))
+    job = Job(model=deployed, example=torch.rand(batch, 3, height, width, generator=_rng()).to(dtype),
+              input_name="image", output_names=_output_names(model), dynamic_batch=dynamic_batch,
+              size_multiple=multiple, max_batch=MAX_BATCH, max_size=MAX_SIZE,
+              metadata=deploy_metadata(model, (height, width), multiple, dtype, dynamic_batch))
+    backend = BACKENDS[fmt]
+    with _staged(path) as tmp:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer/deprecation chatter from the exporters, not actionable
+                backend.write(job, tmp)
+                runtime, run = backend.load(job, tmp)
+        except (UserError, OSError):
+            raise
+        except Exception as e:  # exporter internals: one line for the CLI, the chain for --verbose
+            raise ExportError(f"{fmt} export of {_name(model)} failed: {_first_line(e)}") from e
+        report = _compare(run, expected, dtype, verify) if run is not None else {"max_abs_diff": None}
+    report = {"model": _name(model), "task": getattr(model, "task", None), "format": fmt, "path": str(path),
+              "bytes": _size_on_disk(path), "image_size": [height, width],
+              "batch": "dynamic" if dynamic_batch else batch_size,
+              "size_multiple": multiple or None, "dtype": str(dtype).removeprefix("torch."), "fused": fuse,
+              **({"exporter": job.exporter} if job.exporter else {}), "runtime": runtime, **report, "metadata": job.metadata}
+    log.info("exported %s to %s (%s, max abs diff %s)", report["model"], path, runtime, report["max_abs_diff"])
+    return report
+
+
+def default_image_size(model: nn.Module) -> tuple[int, int]:
+    """The tag's evaluation size (crop, or the fixed resize of dense tasks); 256 without a tag."""
+    tag = getattr(model, "tag", None)
+    if tag is None:
+        return 256, 256
+    pre = tag.preprocess
+    size = pre.crop if pre.crop else pre.resize
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def size_multiple(model: nn.Module) -> int:
+    """Smallest step of input sizes at which every MobileViT block sees an even map: 2x its largest reduction."""
+    from .layers import MobileViTBlock
+    backbone = getattr(model, "backbone", model)
+    reductions = [f["reduction"] for f in backbone.feature_info
+                  if any(isinstance(m, MobileViTBlock) for m in backbone.get_submodule(f["module"]).modules())]
+    return 2 * max(reductions, default=backbone.feature_info[-1]["reduction"])
+
+
+def deploy_metadata(model: nn.Module, size: tuple[int, int], multiple: int, dtype: torch.dtype,
+                    dynamic_batch: bool) -> dict[str, str]:
+    """What a runtime needs beside the graph: input layout and size, the tag's preprocessing, the box coding.
+
+    Preprocessing: pixels * `scale` (to [0, 1]), then (x - mean) / std per channel, in `channel_order`."""
+    from . import __version__
+    meta = {"producer": f"mobilevitv3 {__version__}", "model": _name(model), "task": str(getattr(model, "task", "")),
+            "input_name": "image", "input_layout": "NCHW", "input_dtype": str(dtype).removeprefix("torch."),
+            "input_size": json.dumps(list(size)), "batch": "dynamic" if dynamic_batch else "static",
+            "size_multiple": str(multiple) if multiple else "static",
+            "output_names": json.dumps(_output_names(model))}
+    tag = getattr(model, "tag", None)
+    if tag is not None:
+        pre = tag.preprocess
+        meta |= {"dataset": tag.dataset, "num_classes": str(tag.num_classes), "channel_order": pre.channel_order,
+                 "scale": repr(1 / 255), "resize": json.dumps(pre.resize), "crop": json.dumps(pre.crop),
+                 "interpolation": pre.interpolation, "mean": json.dumps(list(pre.mean)),
+                 "std": json.dumps(list(pre.std))}
+    cfg = getattr(model, "cfg", None)
+    if getattr(model, "task", None) == "detection" and cfg is not None:
+        meta |= {"box_coding": "ssd (cx, cy, w, h) priors from model.anchors(h, w); class 0 is background",
+                 "center_variance": repr(cfg.center_variance), "size_variance": repr(cfg.size_variance)}
+    return meta
+
+
+def _name(model: nn.Module) -> str:
+    return getattr(model, "name", type(model).__name__)
+
+
+def _output_names(model: nn.Module) -> list[str]:
+    return ["class_logits", "box_regressions"] if getattr(model, "task", None) == "detection" else ["logits"]
+
+
+def _format(fmt: str) -> Format:
+    if fmt not in FORMATS:
+        raise UserError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def _require(fmt: str, spec: Format) -> None:
+    for module, requirement in spec.requires:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            missing = getattr(e, "name", None) in (module, module.split(".")[0])
+            why = "is not installed" if missing else f"cannot be imported ({_first_line(e)})"
+            raise UserError(f"--format {fmt} needs the Python package {requirement.split('>')[0].split('=')[0]}, "
+                            f"which {why}: pip install '{requirement}'") from None
+
+
+def _image_size(size) -> tuple[int, int]:
+    pair = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(pair) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) for s in pair) \
+            or not all(MIN_SIZE <= s <= MAX_SIZE for s in pair):
+        raise UserError(f"image size must be (height, width) integers in {MIN_SIZE}..{MAX_SIZE}, got {size!r}")
+    return pair
+
+
+def _check_shapes(batch: int, h: int, w: int, dynamic_batch: bool, multiple: int) -> list[tuple[int, ...]]:
+    """Input shapes the export is checked on: the example; batch 1 and 3 if dynamic; a second size if dynamic."""
+    batches = [1, 3] if dynamic_batch else [batch]
+    shapes = [(b, 3, h, w) for b in batches]
+    if multiple:
+        shapes.append((batches[-1], 3, h + multiple, w))
+    return shapes
+
+
+def _rng(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _eager(model: nn.Module, shapes: list[tuple[int, ...]], size: tuple[int, int]) -> list[tuple[Tensor, list]]:
+    """Reference outputs of the float32 eager model; a size the model cannot take fails here, with a clear error."""
+    pairs = []
+    with torch.no_grad():
+        for i, shape in enumerate(shapes):
+            x = torch.rand(shape, generator=_rng(i + 1))
+            try:
+                pairs.append((x, _flatten(model(x))))
+            except RuntimeError as e:
+                raise UserError(f"{_name(model)} cannot take a {shape[2]}x{shape[3]} image: "
+                                f"{_first_line(e)}") from None
+    return pairs
+
+
+def _flatten(out) -> list[Tensor]:
+    return [out] if isinstance(out, Tensor) else [t for o in out for t in _flatten(o)]
+
+
+def _compare(run: Callable[[Tensor], list[Tensor]], expected: list[tuple[Tensor, list]], dtype: torch.dtype,
+             verify: bool) -> dict:
+    diff, scale, checked = 0.0, 1.0, []
+    for x, ref in expected:
+        got = run(x.to(dtype))
+        if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref)):
+            raise ExportError(f"exported outputs {[tuple(g.shape) for g in got]} for input {tuple(x.shape)} "
+                              f"differ from the model's {[tuple(r.shape) for r in ref]}")
+        diff = max([diff] + [(g.float() - r).abs().max().item() for g, r in zip(got, ref)])
+        scale = max([scale] + [r.abs().max().item() for r in ref])
+        checked.append(list(x.shape))
+    tol = TOLERANCE[dtype] * scale
+    if verify and not diff <= tol:
+        raise ExportError(f"the exported model differs from eager PyTorch by {diff:.3g} (tolerance {tol:.3g})")
+    return {"max_abs_diff": diff, "tolerance": tol, "checked_inputs": checked}
+
+
+def _fused(model: nn.Module) -> nn.Module:
+    try:
+        from .fuse import fuse
+    except ModuleNotFoundError as e:
+        if e.name != f"{__package__}.fuse":
+            raise
+        raise UserError("--fuse needs mobilevitv3.fuse (BatchNorm folding), which this version does not have yet"
+                        ) from None
+    fused = fuse(model)
+    return model if fused is None else fused
+
+
+def _output_path(out: str | os.PathLike, spec: Format) -> Path:
+    path = Path(out)
+    if spec.suffix == ".mlpackage" and path.suffix != ".mlpackage":
+        raise UserError(f"a CoreML model is a folder whose name ends in .mlpackage, got {path}")
+    if path.is_dir() and spec.suffix != ".mlpackage":
+        raise UserError(f"output {path} is a folder; give a file name such as {path / ('model' + spec.suffix)}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create the output folder {path.parent}: {e.strerror or e}") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise UserError(f"the output folder {path.parent} is not writable")
+    return path
+
+
+@contextmanager
+def _staged(path: Path) -> Iterator[Path]:
+    """A hidden temporary path beside `path`, renamed onto it on success and removed on any failure."""
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        yield tmp
+        if tmp.is_dir() and path.exists():  # a folder (.mlpackage) cannot be renamed over another
+            old = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.old{path.suffix}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            _remove(old)
+        else:
+            os.replace(tmp, path)
+    except OSError as e:
+        _remove(tmp)
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _size_on_disk(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+__all__ = ["FORMATS", "ExportError", "default_image_size", "deploy_metadata", "export", "size_multiple"]

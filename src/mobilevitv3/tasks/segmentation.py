@@ -1,0 +1,164 @@
+"""Semantic segmentation (DeepLabv3 / PSPNet): PASCAL VOC or ADE20K data, pixel cross-entropy with the ignore value
+(+ 0.4 x the auxiliary head's loss on the v2-based models), mIoU with the official protocol, mask overlays.
+
+Targets are int64 label maps; any value outside [0, classes) -- VOC's 255, ADE20K's -1 -- is ignored by the loss and
+the metric alike, so the task needs no per-data-set state. Evaluation: the image resized to 512x512, the predicted
+label map resized (nearest) back to the original mask, one confusion matrix over the whole set.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.utils import draw_segmentation_masks
+
+from ..data.ade20k import ADE20K, ade20k_segmentation
+from ..data.classes import class_names
+from ..data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform
+from ..data.voc import VOC, voc_segmentation
+from ..errors import UserError
+from ..metrics import ConfusionMatrix
+from .base import Task
+from .dense import base_dataset, dense_input, names_for, palette, pil_to_image, rank_sum, stack_batch
+
+DATASETS = {"voc": (VOC, voc_segmentation), "ade20k": (ADE20K, ade20k_segmentation)}
+
+
+def dataset_kind(cfg: Any, model: nn.Module) -> str:
+    """`task_options.dataset`, else the model tag's data set, else whichever published layout `--data` holds."""
+    kind = cfg.task_options.get("dataset") or getattr(getattr(model, "tag", None), "dataset", None)
+    if kind is None:
+        root = Path(cfg.data)
+        kind = "ade20k" if (root / "ADEChallengeData2016").is_dir() or (root / "annotations" / "training").is_dir() \
+            else "voc"
+    if kind not in DATASETS:
+        raise UserError(f"unknown segmentation data set {kind!r}; expected one of {', '.join(DATASETS)}")
+    return kind
+
+
+def masked_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
+    """Mean pixel cross-entropy over labelled pixels (0 when a batch has none, instead of NaN)."""
+    valid = (target >= 0) & (target < logits.shape[1])
+    loss = F.cross_entropy(logits.float(), target.masked_fill(~valid, -100), ignore_index=-100, reduction="sum")
+    return loss / valid.sum().clamp(min=1)
+
+
+class Segmentation(Task):
+    name = "segmentation"
+    main_metric = "miou"
+    higher_is_better = True
+
+    def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
+        kind = dataset_kind(cfg, model)
+        fmt, make = DATASETS[kind]
+        aug = SegAugment.from_options(cfg.task_options)
+        inp = dense_input(cfg, model)
+        if not train and model.num_classes != fmt.num_classes:
+            raise UserError(f"{model.name} predicts {model.num_classes} classes but {fmt.name} has "
+                            f"{fmt.num_classes}; use the matching tag (.voc / .ade20k)")
+        val = make(cfg.data, "val", SegEvalTransform(inp.eval_size, **inp.kwargs()))
+        train_set = make(cfg.data, "train", SegTrainTransform(aug, ignore=fmt.stored_ignore, hflip=cfg.hflip,
+                                                              **inp.kwargs())) if train else None
+        for ds in (val, train_set):
+            if ds is not None:
+                ds.num_classes, ds.classes = fmt.num_classes, class_names(kind)
+        return train_set, val
+
+    def collate(self, samples: Sequence[Any]) -> dict[str, Any]:
+        batch = stack_batch(samples, "masks")
+        masks = batch["masks"]
+        if masks and all(m.shape == masks[0].shape for m in masks):   # training crops: one tensor
+            batch["masks"] = torch.stack(masks)
+        return batch
+
+    def training_loss(self, model: nn.Module, batch: Any, cfg: Any) -> tuple[Tensor, dict[str, float]]:
+        if batch["images"] is None:
+            raise UserError("every image of a training batch was unreadable; check the data set")
+        out = model(batch["images"])
+        logits, aux = out if isinstance(out, tuple) else (out, None)
+        loss = masked_cross_entropy(logits, batch["masks"])
+        stats = {"seg_loss": float(loss.detach()), "skipped_count": float(batch["skipped"])}
+        if aux is not None:   # the v2-based models' training-only FCN head on layer4
+            aux_loss = masked_cross_entropy(aux, batch["masks"])
+            loss = loss + cfg.aux_loss_weight * aux_loss
+            stats["aux_loss"] = float(aux_loss.detach())
+        return loss, stats
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, loader: DataLoader, *, device: torch.device, autocast,
+                 channels_last: bool = False) -> dict[str, float]:
+        matrix = ConfusionMatrix(model.num_classes, device)
+        images = skipped = 0
+        for batch in loader:
+            batch = self.to_device(batch, device, channels_last=channels_last)
+            skipped += batch["skipped"]
+            if batch["images"] is None:
+                continue
+            with autocast():
+                logits = model(batch["images"])
+            for label_map, mask in zip(logits.argmax(1), batch["masks"]):
+                matrix.update(resize_labels(label_map, tuple(mask.shape[-2:])), mask)
+            images += len(batch["masks"])
+        matrix.all_reduce()
+        names = getattr(base_dataset(loader.dataset), "classes", None)
+        return matrix.compute(names) | {"images": int(rank_sum(images, device)),
+                                        "skipped_count": int(rank_sum(skipped, device))}
+
+    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
+        """Backbone at the scheduled lr; both heads at `head_lr_multiplier` x (the v1-based recipe: 10)."""
+        from ..train.optim import param_groups
+        named = list(model.named_parameters())
+        backbone = [(n, p) for n, p in named if n.startswith("backbone.")]
+        heads = [(n, p) for n, p in named if not n.startswith("backbone.")]
+        return param_groups(backbone, cfg) + param_groups(heads, cfg, lr_multiplier=cfg.head_lr_multiplier)
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any = None,
+                overlay_paths: list[str | Path] | None = None) -> list[dict]:
+        """Per image: the classes found, by pixel share (at most `top_k`); with `overlay_paths`, the mask drawn over
+        each image into that PNG."""
+        from ..train.config import TrainConfig
+        inp = dense_input(cfg or TrainConfig(model=model.name), model)
+        transform = SegEvalTransform(inp.eval_size, **inp.kwargs())
+        names = names_for(model) or [str(i) for i in range(model.num_classes)]
+        results = []
+        for i, im in enumerate(images):
+            rgb = pil_to_image(im)
+            x = transform(rgb, None)[0].unsqueeze(0).to(device)
+            labels = resize_labels(model(x)[0].argmax(0), tuple(rgb.shape[-2:])).cpu()
+            counts = torch.bincount(labels.flatten(), minlength=model.num_classes)
+            order = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0][:top_k]
+            result = {"size": list(rgb.shape[-2:]), "classes": [
+                {"label": c, "name": names[c], "fraction": round(float(counts[c]) / labels.numel(), 6)} for c in order]}
+            if overlay_paths is not None:
+                overlay(rgb, labels, model.num_classes, skip_background=names[0] == "background") \
+                    .save(overlay_paths[i])
+                result["overlay"] = str(overlay_paths[i])
+            results.append(result)
+        return results
+
+
+def resize_labels(label_map: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest-neighbour resize of a label map [h, w] (same as resizing the logits nearest, then the argmax)."""
+    if tuple(label_map.shape) == size:
+        return label_map
+    return F.interpolate(label_map[None, None].float(), size=size, mode="nearest")[0, 0].long()
+
+
+def overlay(image: Tensor, labels: Tensor, num_classes: int, *, skip_background: bool, alpha: float = 0.5):
+    """The label map blended over the uint8 image, one palette colour per class, as a PIL image."""
+    from torchvision.transforms.v2.functional import to_pil_image
+    present = [c for c in labels.unique().tolist() if not (skip_background and c == 0)]
+    if not present:
+        return to_pil_image(image)
+    colours = palette(num_classes)
+    masks = torch.stack([labels == c for c in present])
+    drawn = draw_segmentation_masks(image.as_subclass(Tensor), masks, alpha=alpha, colors=[colours[c] for c in present])
+    return to_pil_image(drawn)
+
+
+TASK = Segmentation

@@ -1,0 +1,138 @@
+"""Segmentation and detection through the real CLI and engine: one training step, evaluation of the checkpoint,
+prediction with overlays; the packaged recipes; losses and parameter groups of the tasks."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from dense_data import make_ade20k, make_coco, make_voc
+from mobilevitv3 import create_model
+from mobilevitv3.cli import main
+from mobilevitv3.data.det_transforms import DetAugment
+from mobilevitv3.data.seg_transforms import SegAugment
+from mobilevitv3.tasks import get_task
+from mobilevitv3.train.config import TrainConfig, resolve
+
+FAST = ["--epochs", "1", "--batch-size", "2", "--eval-batch-size", "3", "--workers", "0", "--threads", "1",
+        "--warmup-iterations", "1", "--max-steps-per-epoch", "1"]
+
+
+def _run(capsys, argv):
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _metrics(out_dir):
+    return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_segmentation_trains_evaluates_and_predicts_through_the_cli(tmp_path, capsys):
+    data, out = make_voc(tmp_path / "data"), tmp_path / "run"
+    summary = _run(capsys, ["train", "--model", "deeplabv3_mobilevitv3_xxs.voc", "--data", str(data), "--out",
+                            str(out), "--image-size", "64", *FAST])
+    (record,) = _metrics(out)
+    assert summary["epochs"] == 1 and record["train_loss"] > 0 and record["val_images"] == 3
+    assert 0.0 <= record["val_miou"] <= 1.0 and "val_iou/background" in record
+    assert record["lr"] > 0      # the packaged recipe was used: head at 10x is checked in test_param_groups
+    ev = _run(capsys, ["eval", "deeplabv3_mobilevitv3_xxs.voc", "--weights", str(out / "best.pt"), "--data",
+                       str(data), "--workers", "0", "--batch-size", "2"])
+    source_miou = record["val_miou"] if record["val_miou"] >= record["ema_val_miou"] else record["ema_val_miou"]
+    assert ev["miou"] == pytest.approx(source_miou) and ev["images"] == 3
+    image = next((data / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))
+    (pred,) = _run(capsys, ["predict", "deeplabv3_mobilevitv3_xxs.voc", "--weights", str(out / "best.pt"),
+                            str(image)])
+    fractions = [c["fraction"] for c in pred["classes"]]
+    assert pred["size"] == [60, 80] and 1 <= len(fractions) <= 5 and fractions == sorted(fractions, reverse=True)
+    assert 0 < sum(fractions) <= 1 + 1e-6
+
+
+def test_detection_trains_evaluates_and_predicts_through_the_cli(tmp_path, capsys):
+    data, out = make_coco(tmp_path / "data"), tmp_path / "run"
+    _run(capsys, ["train", "--model", "ssdlite_mobilevitv3_xxs.coco", "--data", str(data), "--out", str(out),
+                  "--image-size", "128", *FAST])
+    (record,) = _metrics(out)
+    assert record["train_loss"] > 0 and record["cls_loss"] > 0 and record["val_images"] == 3
+    assert {"val_map", "val_map50", "val_map75", "val_map_small", "val_map_medium", "val_map_large",
+            "val_loss"} <= set(record)
+    ev = _run(capsys, ["eval", "ssdlite_mobilevitv3_xxs.coco", "--weights", str(out / "best.pt"), "--data",
+                       str(data), "--workers", "0"])
+    assert 0.0 <= ev["map"] <= 1.0 and ev["images"] == 3
+    image = next((data / "val2017").glob("*.jpg"))
+    (pred,) = _run(capsys, ["predict", "ssdlite_mobilevitv3_xxs.coco", "--weights", str(out / "best.pt"), str(image)])
+    assert pred["size"] == [96, 128] and isinstance(pred["detections"], list)
+
+
+def test_bad_data_folder_is_one_line_error(tmp_path, capsys):
+    code = main(["train", "--model", "deeplabv3_mobilevitv3_xxs.voc", "--data", str(tmp_path), "--out",
+                 str(tmp_path / "run"), *FAST])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "not a PASCAL VOC 2012 folder" in err and len(err.splitlines()) == 1
+
+
+def test_predict_overlays_are_png_files_of_the_image_size(tmp_path):
+    torch.manual_seed(0)
+    image = Image.new("RGB", (70, 50), (120, 30, 200))
+    for name in ("pspnet_mobilevitv3_050.ade20k", "ssdlite_mobilevitv3_050.coco"):
+        model = create_model(name).eval()
+        path = tmp_path / f"{name}.png"
+        (result,) = get_task(model.task).predict(model, [image], device=torch.device("cpu"), overlay_paths=[path])
+        assert result["overlay"] == str(path) and Image.open(path).size == (70, 50)
+
+
+PACKAGED = [f"{h}_mobilevitv3_{w}.{d}" for h in ("deeplabv3", "pspnet") for w in ("050", "075", "100")
+            for d in ("voc", "ade20k")] + [f"deeplabv3_mobilevitv3_{s}.voc" for s in ("xxs", "xs", "s")] + \
+           [f"ssdlite_mobilevitv3_{s}.coco" for s in ("xxs", "xs", "s", "050", "075", "100")]
+
+
+@pytest.mark.parametrize("name", PACKAGED)
+def test_packaged_recipe_holds_the_official_values(name):
+    cfg = resolve(None, {"model": name})
+    v1 = name.split("_")[-1].split(".")[0] in ("xxs", "xs", "s")
+    assert cfg.model == name and cfg.ema and cfg.ema_momentum == 0.0005 and cfg.amp == "auto"
+    if name.startswith("ssdlite"):
+        DetAugment.from_options(cfg.task_options)
+        assert (cfg.image_size, cfg.epochs, cfg.warmup_iterations, cfg.warmup_init_lr) == (320, 200, 500, 9e-5)
+        assert cfg.lr == (0.004 if name.startswith("ssdlite_mobilevitv3_s.") else 0.0009)
+        assert cfg.weight_decay == (0.01 if v1 else 0.05) and not cfg.no_decay_bn_filter_bias
+        return
+    aug = SegAugment.from_options(cfg.task_options)
+    assert cfg.image_size == 512 and cfg.label_smoothing == 0
+    if v1:
+        assert (cfg.head_lr_multiplier, cfg.aux_loss_weight, cfg.lr, cfg.epochs) == (10, 0.0, 0.0009, 50)
+        assert aug.short_side == (256, 1024) and not aug.pad_crop and aug.rotate == 0
+    elif name.endswith(".voc"):
+        assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.epochs, cfg.aux_loss_weight) == ("adamw", 5e-4, 0.05,
+                                                                                            50, 0.4)
+    else:
+        assert (cfg.optimizer, cfg.lr, cfg.min_lr, cfg.weight_decay, cfg.epochs, cfg.warmup_iterations) == (
+            "sgd", 0.02, 2e-4, 1e-4, 120, 0)
+    if not v1:
+        assert aug.short_side == (256, 768) and aug.max_long_side == 1024 and aug.cat_max_ratio == 0.75
+        assert cfg.grad_clip == 10 and cfg.no_decay_bn_filter_bias
+
+
+def test_param_groups_put_the_heads_at_the_multiplier():
+    model = create_model("deeplabv3_mobilevitv3_xxs.voc")
+    groups = get_task("segmentation").param_groups(model, TrainConfig(model=model.name, head_lr_multiplier=10.0))
+    head = {id(p) for n, p in model.named_parameters() if not n.startswith("backbone.")}
+    for g in groups:
+        assert {id(p) in head for p in g["params"]} == {g["lr_multiplier"] == 10.0}
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_segmentation_loss_adds_the_aux_head_and_ignores_both_ignore_values(tmp_path):
+    torch.manual_seed(0)
+    task = get_task("segmentation")
+    cfg = TrainConfig(model="pspnet_mobilevitv3_050.ade20k", data=str(make_ade20k(tmp_path)), image_size=64,
+                      aux_loss_weight=0.4, task_options={"rotate": 0})
+    model = create_model(cfg.model).train()
+    train_set, _ = task.build_datasets(cfg, model)
+    batch = task.collate([train_set[(i, 64, 64)] for i in range(2)])
+    assert set(batch["masks"].unique().tolist()) <= {-1, *range(150)}
+    loss, stats = task.training_loss(model, batch, cfg)
+    assert loss.item() == pytest.approx(stats["seg_loss"] + 0.4 * stats["aux_loss"], rel=1e-5)
+    batch["masks"][:] = -1            # nothing labelled: a zero loss, not NaN
+    assert task.training_loss(model, batch, cfg)[0].item() == 0.0
