@@ -75,6 +75,15 @@ def test_mask_label_outside_classes_is_an_error_naming_the_file(tmp_path, kind, 
         ds[1]
 
 
+def test_bad_mask_in_a_dataloader_worker_is_still_one_line(tmp_path):
+    ds = voc_segmentation(make_voc(tmp_path), "val")
+    Image.fromarray(np.full((60, 80), 99, np.uint8), mode="L").save(ds.pairs[0][1])
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=get_task("segmentation").collate)
+    with pytest.raises(DatasetError) as err:
+        next(iter(loader))
+    assert "\n" not in str(err.value) and str(err.value).startswith(str(ds.pairs[0][1]))
+
+
 def test_mask_and_image_size_mismatch_is_an_error_naming_both(tmp_path):
     ds = voc_segmentation(make_voc(tmp_path), "val")
     image_path, mask_path = ds.pairs[0]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from dense_data import make_ade20k, make_coco, make_voc
@@ -36,7 +38,9 @@ def test_segmentation_trains_evaluates_and_predicts_through_the_cli(tmp_path, ca
     (record,) = _metrics(out)
     assert summary["epochs"] == 1 and record["train_loss"] > 0 and record["val_images"] == 3
     assert 0.0 <= record["val_miou"] <= 1.0 and "val_iou/background" in record
-    assert record["lr"] > 0      # the packaged recipe was used: head at 10x is checked in test_param_groups
+    saved = yaml.safe_load((out / "config.yaml").read_text())   # the packaged recipe, under the flags given
+    assert (saved["head_lr_multiplier"], saved["epochs"], saved["image_size"]) == (10.0, 1, 64)
+    assert saved["task_options"]["short_side"] == [256, 1024]
     ev = _run(capsys, ["eval", "deeplabv3_mobilevitv3_xxs.voc", "--weights", str(out / "best.pt"), "--data",
                        str(data), "--workers", "0", "--batch-size", "2"])
     source_miou = record["val_miou"] if record["val_miou"] >= record["ema_val_miou"] else record["ema_val_miou"]
@@ -80,6 +84,19 @@ def test_predict_overlays_are_png_files_of_the_image_size(tmp_path):
         path = tmp_path / f"{name}.png"
         (result,) = get_task(model.task).predict(model, [image], device=torch.device("cpu"), overlay_paths=[path])
         assert result["overlay"] == str(path) and Image.open(path).size == (70, 50)
+
+
+def test_overlays_colour_the_predicted_pixels_and_boxes():
+    from mobilevitv3.tasks.detection import draw_boxes
+    from mobilevitv3.tasks.segmentation import overlay
+    image = torch.full((3, 40, 50), 128, dtype=torch.uint8)
+    labels = torch.zeros(40, 50, dtype=torch.long)
+    labels[10:20, 10:30] = 15
+    drawn = torch.as_tensor(np.array(overlay(image, labels, 21, skip_background=True))).permute(2, 0, 1)
+    assert (drawn[:, 10:20, 10:30] != 128).any() and (drawn[:, 25:, :] == 128).all()
+    boxed = np.array(draw_boxes(image, torch.tensor([[5.0, 5.0, 30.0, 25.0]]), torch.tensor([1]),
+                                torch.tensor([0.9]), ["background", "person"]))
+    assert (boxed[5, 10:25] != 128).any() and (boxed[35:, 35:] == 128).all()
 
 
 PACKAGED = [f"{h}_mobilevitv3_{w}.{d}" for h in ("deeplabv3", "pspnet") for w in ("050", "075", "100")

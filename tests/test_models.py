@@ -118,3 +118,11 @@ def test_reset_classifier_changes_only_the_head():
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
     after = model.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items())
+
+
+def test_ssd_anchors_leave_batchnorm_statistics_untouched():
+    model = mobilevitv3.create_model("ssdlite_mobilevitv3_xxs").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.anchors(96, 128).shape[1] == 4
+    assert model.training
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())

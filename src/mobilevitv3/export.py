@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import shutil
-import uuid
+import tempfile
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,6 +45,7 @@ class Format:
     requires: tuple[tuple[str, str], ...]  # (module to import, pip requirement known to work with torch 2.14.1)
     dynamic_size: bool = False             # symbolic height/width (torch.export-based exporters only)
     fp16: bool = True
+    dynamic_batch: bool = True
 
 
 FORMATS = {
@@ -55,7 +56,7 @@ FORMATS = {
     "coreml": Format(".mlpackage", (("coremltools", "coremltools>=9.0"),)),
     "executorch": Format(".pte", (("executorch", "executorch>=1.5.1"),), fp16=False),
     "tflite": Format(".tflite", (("litert_torch", "litert-torch>=0.10.0"), ("ai_edge_litert", "ai-edge-litert")),
-                     fp16=False),
+                     fp16=False, dynamic_batch=False),  # litert-torch 0.10 cannot lower symbolic reshapes
 }
 
 
@@ -77,8 +78,13 @@ def export(model: nn.Module, fmt: str, out: str | os.PathLike, *, image_size: in
     if dynamic_size and not spec.dynamic_size:
         dyn = ", ".join(n for n, f in FORMATS.items() if f.dynamic_size)
         raise UserError(f"--dynamic-size is supported for {dyn}, not {fmt}: export one file per image size")
+    if dynamic_batch and not spec.dynamic_batch:
+        raise UserError(f"--dynamic-batch is not supported for {fmt}: export with a fixed --batch-size")
     if fp16 and not spec.fp16:
         raise UserError(f"--fp16 is not supported for {fmt}: export float32 (the runtime's own fp16 path applies)")
+    if dynamic_size and getattr(getattr(model, "head_cfg", None), "kind", None) == "pspnet":
+        raise UserError("PSPNet cannot be exported with --dynamic-size: its pyramid pooling bins depend on the map "
+                        "size, which the exported pooling kernels fix; export one file per image size")
     multiple = size_multiple(model) if dynamic_size else 0
     if multiple and (height % multiple or width % multiple):
         raise UserError(f"with --dynamic-size the image size must be a multiple of {multiple} for {_name(model)} "
@@ -88,7 +94,7 @@ def export(model: nn.Module, fmt: str, out: str | os.PathLike, *, image_size: in
     reference = copy.deepcopy(model).cpu().float().eval()
     deployed = _fused(copy.deepcopy(reference)) if fuse else copy.deepcopy(reference)
     dtype = torch.float16 if fp16 else torch.float32
-    deployed = deployed.to(dtype).eval()
+    deployed = deployed.to(dtype).eval().requires_grad_(False)  # inference graphs; traced in-place ops stay valid
     batch = max(2, batch_size) if dynamic_batch else batch_size  # torch.export specialises a batch of 1
     shapes = _check_shapes(batch_size, height, width, dynamic_batch, multiple)
     expected = _eager(reference, shapes, (height, width))
@@ -227,18 +233,20 @@ def _flatten(out) -> list[Tensor]:
 
 def _compare(run: Callable[[Tensor], list[Tensor]], expected: list[tuple[Tensor, list]], dtype: torch.dtype,
              verify: bool) -> dict:
-    diff, scale, checked = 0.0, 1.0, []
+    diff, scale, checked, worst = 0.0, 1.0, [], None
     for x, ref in expected:
         got = run(x.to(dtype))
         if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref)):
             raise ExportError(f"exported outputs {[tuple(g.shape) for g in got]} for input {tuple(x.shape)} "
                               f"differ from the model's {[tuple(r.shape) for r in ref]}")
-        diff = max([diff] + [(g.float() - r).abs().max().item() for g, r in zip(got, ref)])
+        d = max((g.float() - r).abs().max().item() for g, r in zip(got, ref))
+        diff, worst = (d, list(x.shape)) if worst is None or not d <= diff else (diff, worst)  # NaN sticks
         scale = max([scale] + [r.abs().max().item() for r in ref])
         checked.append(list(x.shape))
     tol = TOLERANCE[dtype] * scale
     if verify and not diff <= tol:
-        raise ExportError(f"the exported model differs from eager PyTorch by {diff:.3g} (tolerance {tol:.3g})")
+        raise ExportError(f"the exported model differs from eager PyTorch by {diff:.3g} on input {worst} "
+                          f"(tolerance {tol:.3g})")
     return {"max_abs_diff": diff, "tolerance": tol, "checked_inputs": checked}
 
 
@@ -271,30 +279,22 @@ def _output_path(out: str | os.PathLike, spec: Format) -> Path:
 
 @contextmanager
 def _staged(path: Path) -> Iterator[Path]:
-    """A hidden temporary path beside `path`, renamed onto it on success and removed on any failure."""
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    """`path`'s name inside a hidden temporary folder beside it: renamed onto `path` on success (same file system:
+    atomic for a file), removed on any failure. The real name inside keeps archive-internal names right."""
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    except OSError as e:
+        raise UserError(f"cannot write to {path.parent}: {e.strerror or e}") from None
+    tmp = folder / path.name
     try:
         yield tmp
-        if tmp.is_dir() and path.exists():  # a folder (.mlpackage) cannot be renamed over another
-            old = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.old{path.suffix}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            _remove(old)
-        else:
-            os.replace(tmp, path)
+        if tmp.is_dir() and path.exists():  # a folder (.mlpackage) cannot be renamed over another one
+            os.replace(path, folder / f"{path.name}.old")
+        os.replace(tmp, path)
     except OSError as e:
-        _remove(tmp)
         raise UserError(f"cannot write {path}: {e.strerror or e}") from None
-    except BaseException:
-        _remove(tmp)
-        raise
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _size_on_disk(path: Path) -> int:

@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import logging
 import platform
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -144,8 +145,15 @@ def _write_coreml(job: Job, path: Path) -> None:
     # coremltools' TorchScript frontend fails on the traced shape arithmetic with torch 2.14; torch.export works.
     program = _torch_export(job).run_decompositions({})
     precision = ct.precision.FLOAT16 if job.example.dtype == torch.float16 else ct.precision.FLOAT32
-    mlmodel = ct.convert(program, convert_to="mlprogram", compute_precision=precision,
-                         minimum_deployment_target=ct.target.iOS16)
+    try:
+        mlmodel = ct.convert(program, convert_to="mlprogram", compute_precision=precision,
+                             minimum_deployment_target=ct.target.iOS16)
+    except ValueError as e:
+        if "rank <= 5" not in str(e):
+            raise
+        raise RuntimeError(f"Core ML takes tensors of rank <= 5, and this graph reshapes to 6-D in "
+                           f"{_first_6d_source(program)} (with a batch of 1 coremltools can drop that dimension)"
+                           ) from e
     spec = mlmodel.get_spec()
     renames = [(spec.description.input[0].name, job.input_name)]
     renames += [(o.name, n) for o, n in zip(spec.description.output, job.output_names)]
@@ -156,6 +164,15 @@ def _write_coreml(job: Job, path: Path) -> None:
     mlmodel.short_description = f"{job.metadata['model']} ({job.metadata['task']})"
     mlmodel.user_defined_metadata.update(job.metadata)
     mlmodel.save(str(path))
+
+
+def _first_6d_source(program: torch.export.ExportedProgram) -> str:
+    for node in program.graph.nodes:
+        value = node.meta.get("val")
+        if isinstance(value, Tensor) and value.dim() > 5:
+            frames = re.findall(r'File "([^"]+)", line (\d+)', node.meta.get("stack_trace") or "")
+            return f"{Path(frames[-1][0]).name}:{frames[-1][1]}" if frames else node.name
+    return "an unknown node"
 
 
 def _load_coreml(job: Job, path: Path) -> tuple[str, Run | None]:

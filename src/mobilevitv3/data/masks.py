@@ -25,6 +25,13 @@ log = logging.getLogger(__name__)
 class DatasetError(UserError):
     """A data set whose content contradicts its format (wrong labels, mismatched sizes, missing files)."""
 
+    def __init__(self, message: str) -> None:
+        # A DataLoader worker's error comes back as DatasetError("Caught ... Original Traceback ...: <ours>"):
+        # keep only our one-line message, which names the file, for the CLI.
+        if message.startswith("Caught DatasetError") and f"{type(self).__name__}: " in message:
+            message = message.rstrip().rsplit(f"{type(self).__name__}: ", 1)[1]
+        super().__init__(message)
+
 
 @dataclass(frozen=True)
 class MaskFormat:

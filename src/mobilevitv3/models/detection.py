@@ -104,11 +104,15 @@ class SSDLite(nn.Module):
         return torch.cat(cls, dim=1), torch.cat(box, dim=1)
 
     def feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
-        """Spatial sizes of the six maps for an input size, without running the model."""
-        if (height, width) not in self._sizes:  # one cheap forward per new input size (odd sizes resize inside)
-            p = next(self.parameters())
-            with torch.no_grad():
-                maps = self.feature_maps(torch.zeros(1, 3, height, width, dtype=p.dtype, device=p.device))
+        """Spatial sizes of the six maps for an input size (cached per size)."""
+        if (height, width) not in self._sizes:  # one probe forward per new size: odd maps are resized inside blocks
+            p, was_training = next(self.parameters()), self.training
+            self.eval()  # eval mode: the probe must not touch BatchNorm statistics
+            try:
+                with torch.no_grad():
+                    maps = self.feature_maps(torch.zeros(1, 3, height, width, dtype=p.dtype, device=p.device))
+            finally:
+                self.train(was_training)
             self._sizes[(height, width)] = [tuple(m.shape[-2:]) for m in maps]
         return self._sizes[(height, width)]
 
@@ -134,12 +138,7 @@ class SSDLite(nn.Module):
              input_size: tuple[int, int], *, iou_threshold: float = 0.5, neg_pos_ratio: int = 3) -> dict[str, Tensor]:
         """SSD multibox loss of raw outputs against per-image targets {"boxes" xyxy pixels of the input, "labels"}:
         {"loss", "cls_loss", "box_loss"} (see `ssd_loss`)."""
-        training = self.training
-        self.train(False)  # a first call at a new size runs a probe forward: keep it out of the BatchNorm statistics
-        try:
-            anchors = self.anchors(*input_size).to(box_regressions.device, torch.float32)
-        finally:
-            self.train(training)
+        anchors = self.anchors(*input_size).to(box_regressions.device, torch.float32)
         labels, box_targets = ssd_targets(targets, anchors, input_size, self.encode, iou_threshold=iou_threshold)
         return multibox_loss(class_logits, box_regressions, labels, box_targets, neg_pos_ratio=neg_pos_ratio)
 

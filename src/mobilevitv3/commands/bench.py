@@ -1,0 +1,45 @@
+"""`mobilevitv3 bench NAME...`: latency / throughput / training-step / memory benchmark, optionally against timm."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields, replace
+
+from ..benchmark import PRESETS, BenchConfig, benchmark, chart
+
+DEFAULTS = BenchConfig()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    # Defaults are None so that explicit flags override a preset, which overrides BenchConfig's defaults.
+    p.add_argument("names", nargs="+", metavar="NAME", help="model names or shell patterns ('mobilevitv2_*')")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--batch-size", type=int, help=f"latency batch (default {DEFAULTS.batch_size})")
+    p.add_argument("--image-size", type=int, help=f"square input side (default {DEFAULTS.image_size})")
+    p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="bf16/fp16: autocast (default fp32)")
+    p.add_argument("--channels-last", action="store_true", default=None, help="channels-last model and input")
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile(fullgraph=True)")
+    p.add_argument("--runtime", choices=["eager", "onnxruntime"], help="PyTorch eager or an ONNX export in ORT")
+    p.add_argument("--vs", choices=["timm"], help="also time timm's model of the same architecture, alternating")
+    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
+    p.add_argument("--fuse", action="store_true", default=None, help="fold BatchNorm into convs (ours)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="official: the paper protocol (batch-1 latency, "
+                   "batch-100 throughput, 256x256, fp32, 10,000 / 1,000 runs)")
+    p.add_argument("--warmup", type=int, help=f"untimed calls first (default {DEFAULTS.warmup})")
+    p.add_argument("--runs", type=int, help=f"timed latency forwards (default {DEFAULTS.runs})")
+    p.add_argument("--throughput-batch", type=int, help="separate throughput batch (default: from the latency runs)")
+    p.add_argument("--throughput-runs", type=int, help=f"(default {DEFAULTS.throughput_runs})")
+    p.add_argument("--no-train", dest="train", action="store_false", default=None, help="skip the training step")
+    p.add_argument("--train-batch", type=int, help="training-step batch (default max(2, batch size))")
+    p.add_argument("--train-runs", type=int, help=f"(default {DEFAULTS.train_runs})")
+    p.add_argument("--chart", metavar="PATH", help="write a latency-vs-parameters PNG")
+
+
+def run(args: argparse.Namespace) -> dict:
+    cfg = replace(DEFAULTS, **PRESETS.get(args.preset, {}))
+    explicit = {f.name: getattr(args, f.name) for f in fields(BenchConfig)
+                if getattr(args, f.name, None) is not None}
+    report = benchmark(args.names, replace(cfg, **explicit))
+    if args.chart:
+        chart(report, args.chart)
+        report["chart"] = args.chart
+    return report

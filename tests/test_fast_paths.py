@@ -1,0 +1,177 @@
+"""Speed paths that must not change what the models compute: BatchNorm folding, channels-last, the unfold-free
+separable attention, torch.compile without graph breaks, gradient checkpointing, and the `bench` command."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import mobilevitv3
+from mobilevitv3.cli import main
+from mobilevitv3.layers.attention import LinearSelfAttention
+from mobilevitv3.layers.patches import from_grid, to_grid
+
+# One of each kind: v1 family, v3 on v1, v2 family, v3 on v2, segmentation (both heads), detection.
+SUBSET = ["mobilevit_xxs", "mobilevitv3_xxs", "mobilevitv2_050", "mobilevitv3_050",
+          "deeplabv3_mobilevitv3_xxs", "pspnet_mobilevitv3_050", "ssdlite_mobilevitv3_050"]
+
+
+def _outputs(out):
+    return out if isinstance(out, tuple) else (out,)
+
+
+def _model_with_running_stats(name: str) -> nn.Module:
+    """A model whose BatchNorms hold non-trivial statistics (fresh ones are the identity, hiding folding bugs)."""
+    torch.manual_seed(0)
+    model = mobilevitv3.create_model(name)
+    gen = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=gen) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=gen) * 0.5 + 0.75)
+            m.weight.data.copy_(torch.rand(c, generator=gen) * 0.5 + 0.75)
+            m.bias.data.copy_(torch.randn(c, generator=gen) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_fuse_matches_original_within_1e_5(name):
+    model = _model_with_running_stats(name)
+    fused = mobilevitv3.fuse(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        for ref, out in zip(_outputs(model(x)), _outputs(fused(x))):
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fuse_leaves_the_original_untouched():
+    model = _model_with_running_stats("mobilevit_xxs")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    mobilevitv3.fuse(model)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@pytest.mark.parametrize("name", SUBSET)
+def test_channels_last_input_gives_the_same_output(name):
+    model = _model_with_running_stats(name)
+    fast = mobilevitv3.create_model(name).eval().to(memory_format=torch.channels_last)
+    fast.load_state_dict(model.state_dict())
+    x = torch.randn(1, 3, 96, 80)  # 3x3 / 3x2 maps at stride 32: the v1 block's resize path too
+    with torch.no_grad():
+        for ref, out in zip(_outputs(model(x)), _outputs(fast(x.contiguous(memory_format=torch.channels_last)))):
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
+def test_channels_last_is_kept_through_the_backbone(name):
+    model = mobilevitv3.create_model(name).eval().to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        feats = model.forward_intermediates(torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last))
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats)
+
+
+@pytest.mark.parametrize("patch", [2, 3])
+def test_linear_attention_on_the_map_equals_the_unfolded_grid(patch):
+    torch.manual_seed(0)
+    on_map = LinearSelfAttention(8, patch=patch).eval()
+    on_grid = LinearSelfAttention(8).eval()
+    on_grid.load_state_dict(on_map.state_dict())
+    x = torch.randn(2, 8, 4 * patch, 5 * patch)
+    with torch.no_grad():
+        expected = from_grid(on_grid(to_grid(x, patch)), patch, *x.shape[-2:])
+        torch.testing.assert_close(on_map(x), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_linear_attention_grid_matches_the_formula():
+    """Separable attention written out: c = sum_N softmax_N(q) * k;  y = out(relu(v) * c)."""
+    torch.manual_seed(0)
+    attn = LinearSelfAttention(6).eval()
+    x = torch.randn(2, 6, 4, 9)  # [B, d, P, N]
+    qkv = torch.einsum("oi,bipn->bopn", attn.qkv_proj.weight[:, :, 0, 0], x) + attn.qkv_proj.bias[:, None, None]
+    q, k, v = qkv[:, :1], qkv[:, 1:7], qkv[:, 7:]
+    context = (torch.softmax(q, dim=-1) * k).sum(-1, keepdim=True)
+    y = torch.einsum("oi,bipn->bopn", attn.out_proj.weight[:, :, 0, 0], torch.relu(v) * context)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x), y + attn.out_proj.bias[:, None, None], rtol=1e-5, atol=1e-6)
+
+
+# Dynamo's eager backend: `fullgraph=True` fails on any graph break, without paying for Inductor's code generation
+# (minutes on two cores). Every registered model is checked with Inductor by a script, see BENCHMARKS.md.
+@pytest.mark.parametrize("name", ["mobilevitv3_xxs", "mobilevitv2_050", "deeplabv3_mobilevitv3_050",
+                                  "ssdlite_mobilevitv3_xxs"])
+def test_compile_fullgraph_without_graph_breaks(name):
+    torch._dynamo.reset()
+    model = mobilevitv3.create_model(name).eval()
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for ref, out in zip(_outputs(model(x)), _outputs(compiled(x))):
+            torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("name", ["mobilevitv3_xxs", "mobilevitv3_050"])
+def test_grad_checkpointing_gives_the_same_gradients(name):
+    model = mobilevitv3.create_model(name).train()  # default dropout on: checkpointing must replay its masks
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        model(x).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-5, atol=1e-7, msg=n)
+
+
+def test_bench_cli_reports_every_field(capsys, tmp_path):
+    chart = tmp_path / "chart.png"
+    code = main(["bench", "mobilevitv3_xxs", "--image-size", "64", "--warmup", "1", "--runs", "2",
+                 "--throughput-batch", "2", "--throughput-runs", "1", "--train-runs", "1", "--threads", "1",
+                 "--fuse", "--chart", str(chart)])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    (row,) = report["results"]
+    assert row["name"] == "mobilevitv3_xxs" and row["params"] == 1249448
+    assert row["macs_official"] > 0 and row["macs_true"] > 0
+    for key in ("latency_ms_mean", "latency_ms_median", "throughput_img_s", "train_img_s", "peak_memory_mb",
+                "train_peak_memory_mb"):
+        assert row[key] > 0, key
+    assert report["config"]["fuse"] and report["environment"]["threads"] == 1
+    assert chart.read_bytes().startswith(b"\x89PNG")
+
+
+def test_bench_cli_vs_timm_reports_ratios(capsys):
+    pytest.importorskip("timm")
+    code = main(["bench", "mobilevitv2_050", "--image-size", "64", "--warmup", "1", "--runs", "2", "--no-train",
+                 "--threads", "1", "--vs", "timm"])
+    assert code == 0
+    (row,) = json.loads(capsys.readouterr().out)["results"]
+    assert row["timm"]["name"] == "mobilevitv2_050" and row["timm"]["params"] == row["params"]
+    assert row["vs_timm"]["latency_ms_median"] == pytest.approx(row["latency_ms_median"]
+                                                                / row["timm"]["latency_ms_median"])
+
+
+def test_bench_preset_official_keeps_explicit_flags():
+    from mobilevitv3.cli import build_parser
+    from mobilevitv3.commands import bench
+    from mobilevitv3.benchmark import BenchConfig, PRESETS
+    args = build_parser().parse_args(["bench", "x", "--preset", "official", "--runs", "7"])
+    captured = {}
+    original = bench.benchmark
+    bench.benchmark = lambda names, cfg: captured.setdefault("cfg", cfg) and {"results": []}
+    try:
+        bench.run(args)
+    finally:
+        bench.benchmark = original
+    cfg: BenchConfig = captured["cfg"]
+    assert cfg.runs == 7 and cfg.throughput_batch == PRESETS["official"]["throughput_batch"] == 100
+    assert (cfg.batch_size, cfg.image_size, cfg.dtype) == (1, 256, "fp32")
+
+
+def test_bench_unknown_model_is_a_user_error(capsys):
+    assert main(["bench", "mobilevit_xxxs", "--runs", "1"]) == 2
+    assert "mobilevit_xxs" in capsys.readouterr().err
