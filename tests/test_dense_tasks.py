@@ -153,3 +153,13 @@ def test_segmentation_loss_adds_the_aux_head_and_ignores_both_ignore_values(tmp_
     assert loss.item() == pytest.approx(stats["seg_loss"] + 0.4 * stats["aux_loss"], rel=1e-5)
     batch["masks"][:] = -1            # nothing labelled: a zero loss, not NaN
     assert task.training_loss(model, batch, cfg)[0].item() == 0.0
+
+
+def test_predict_cli_writes_overlay_pngs(tmp_path, capsys):
+    model = create_model("deeplabv3_mobilevitv3_xxs.voc")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    Image.fromarray(np.zeros((40, 56, 3), dtype=np.uint8)).save(tmp_path / "street.jpg")
+    assert main(["predict", "deeplabv3_mobilevitv3_xxs.voc", "--weights", str(tmp_path / "w.pt"),
+                 str(tmp_path / "street.jpg"), "--out", str(tmp_path / "out")]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert Image.open(result["overlay"]).size == (56, 40)

@@ -98,14 +98,14 @@ def test_linear_attention_grid_matches_the_formula():
         torch.testing.assert_close(attn(x), y + attn.out_proj.bias[:, None, None], rtol=1e-5, atol=1e-6)
 
 
-# Dynamo's eager backend: `fullgraph=True` fails on any graph break, without paying for Inductor's code generation
-# (minutes on two cores). Every registered model is checked with Inductor by a script, see BENCHMARKS.md.
+# AOT-eager backend: `fullgraph=True` fails on any graph break and AOTAutograd traces the graph, without paying for
+# Inductor's code generation (minutes on two cores). Every registered model is checked by a script (BENCHMARKS.md).
 @pytest.mark.parametrize("name", ["mobilevitv3_xxs", "mobilevitv2_050", "deeplabv3_mobilevitv3_050",
                                   "ssdlite_mobilevitv3_xxs"])
 def test_compile_fullgraph_without_graph_breaks(name):
     torch._dynamo.reset()
     model = mobilevitv3.create_model(name).eval()
-    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         for ref, out in zip(_outputs(model(x)), _outputs(compiled(x))):
@@ -155,21 +155,19 @@ def test_bench_cli_vs_timm_reports_ratios(capsys):
                                                                 / row["timm"]["latency_ms_median"])
 
 
-def test_bench_preset_official_keeps_explicit_flags():
-    from mobilevitv3.cli import build_parser
+def test_bench_preset_official_keeps_explicit_flags(monkeypatch):
+    import argparse
+
+    from mobilevitv3.benchmark import PRESETS
     from mobilevitv3.commands import bench
-    from mobilevitv3.benchmark import BenchConfig, PRESETS
-    args = build_parser().parse_args(["bench", "x", "--preset", "official", "--runs", "7"])
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
     captured = {}
-    original = bench.benchmark
-    bench.benchmark = lambda names, cfg: captured.setdefault("cfg", cfg) and {"results": []}
-    try:
-        bench.run(args)
-    finally:
-        bench.benchmark = original
-    cfg: BenchConfig = captured["cfg"]
+    monkeypatch.setattr(bench, "benchmark", lambda names, cfg: captured.setdefault("cfg", cfg) and {"results": []})
+    bench.run(parser.parse_args(["x", "--preset", "official", "--runs", "7"]))
+    cfg = captured["cfg"]
     assert cfg.runs == 7 and cfg.throughput_batch == PRESETS["official"]["throughput_batch"] == 100
-    assert (cfg.batch_size, cfg.image_size, cfg.dtype) == (1, 256, "fp32")
+    assert (cfg.batch_size, cfg.image_size, cfg.dtype, cfg.warmup) == (1, 256, "fp32", 10)
 
 
 def test_bench_unknown_model_is_a_user_error(capsys):

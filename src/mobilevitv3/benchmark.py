@@ -91,7 +91,7 @@ def bench_model(name: str, cfg: BenchConfig) -> dict:
         sides["timm"] = timm.create_model(reference).eval()
     elif cfg.vs:
         log.warning("timm has no implementation of %s: timing ours alone", name)
-    infer = {k: _inference_fn(m, cfg, fuse_bn=cfg.fuse and k == "ours") for k, m in sides.items()}
+    infer = {k: _inference_fn(m, cfg, ours=k == "ours") for k, m in sides.items()}
     stats = {k: {} for k in sides}
     for key, times in _alternate(infer, cfg.batch_size, cfg.warmup, cfg.runs, cfg).items():
         stats[key].update(_latency_stats(times, cfg.batch_size))
@@ -103,7 +103,7 @@ def bench_model(name: str, cfg: BenchConfig) -> dict:
         stats[key]["peak_memory_mb"] = peak_memory_mb(lambda: fn(cfg.batch_size), cfg) if fn.torch else None
     if cfg.train and cfg.runtime == "eager":
         train_batch = cfg.train_batch or max(2, cfg.batch_size)
-        steps = {k: _train_fn(m, cfg) for k, m in sides.items()}
+        steps = {k: _train_fn(m, cfg, ours=k == "ours") for k, m in sides.items()}
         for key, times in _alternate(steps, train_batch, 2, cfg.train_runs, cfg).items():
             stats[key]["train_img_s"] = train_batch * len(times) / sum(times)
         for key, fn in steps.items():
@@ -144,8 +144,8 @@ def _autocast(cfg: BenchConfig):
     return (torch.autocast(cfg.device, dtype=DTYPES[cfg.dtype]) if cfg.dtype != "fp32" else nullcontext())
 
 
-def _inference_fn(model: nn.Module, cfg: BenchConfig, *, fuse_bn: bool) -> _Runner:
-    model = fuse(model) if fuse_bn else model
+def _inference_fn(model: nn.Module, cfg: BenchConfig, *, ours: bool) -> _Runner:
+    model = fuse(model) if cfg.fuse and ours else model
     if cfg.runtime == "onnxruntime":
         session = _onnx_session(model, _image(cfg, 1), cfg)
         feed = session.get_inputs()[0].name
@@ -153,8 +153,8 @@ def _inference_fn(model: nn.Module, cfg: BenchConfig, *, fuse_bn: bool) -> _Runn
     model = model.to(cfg.device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if cfg.compile:
-        model = torch.compile(model, fullgraph=True, dynamic=False)
+    if cfg.compile:  # ours must compile to one graph; a reference model may break its graph
+        model = torch.compile(model, fullgraph=ours, dynamic=False)
 
     def step(x: Tensor) -> object:
         with torch.inference_mode(), _autocast(cfg):
@@ -162,12 +162,12 @@ def _inference_fn(model: nn.Module, cfg: BenchConfig, *, fuse_bn: bool) -> _Runn
     return _Runner(step, lambda b: _image(cfg, b), True)
 
 
-def _train_fn(model: nn.Module, cfg: BenchConfig) -> _Runner:
+def _train_fn(model: nn.Module, cfg: BenchConfig, *, ours: bool) -> _Runner:
     model = copy.deepcopy(model).to(cfg.device).train()
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    forward = torch.compile(model, fullgraph=True, dynamic=False) if cfg.compile else model
+    forward = torch.compile(model, fullgraph=ours, dynamic=False) if cfg.compile else model
 
     def step(x: Tensor) -> None:
         with _autocast(cfg):

@@ -1,8 +1,8 @@
 """Export any zoo model to the runtimes that phones and edge devices use, and prove the file computes the model.
 
 Formats: ONNX (opset 17), TorchScript, torch.export ExportedProgram (.pt2), CoreML (.mlpackage, ML program),
-ExecuTorch (.pte, XNNPACK) and TFLite (LiteRT, through litert-torch). Each file is written under a hidden temporary
-name beside the output, loaded back with its own runtime, compared with the eager float32 model on random images, and
+ExecuTorch (.pte, XNNPACK) and TFLite (LiteRT, through litert-torch). Each file is written into a hidden temporary
+folder beside the output, loaded back with its own runtime, compared with the eager float32 model on random images, and
 only then renamed into place: a failed export leaves nothing behind. The tag's preprocessing travels with the file
 (ONNX metadata_props, CoreML user metadata, an extra file in TorchScript / .pt2), because the released checkpoints
 expect [0, 1] pixels without mean/std and, for the v1 family, BGR channel order -- mistakes no output check catches.
@@ -53,7 +53,8 @@ FORMATS = {
                    dynamic_size=True),
     "torchscript": Format(".pt", ()),
     "exported-program": Format(".pt2", (), dynamic_size=True),
-    "coreml": Format(".mlpackage", (("coremltools", "coremltools>=9.0"),)),
+    # CoreML, static batch: coremltools 9.0 fails on a symbolic batch (6-D unfold in the v1 family, GroupNorm in v2).
+    "coreml": Format(".mlpackage", (("coremltools", "coremltools>=9.0"),), dynamic_batch=False),
     "executorch": Format(".pte", (("executorch", "executorch>=1.5.1"),), fp16=False),
     "tflite": Format(".tflite", (("litert_torch", "litert-torch>=0.10.0"), ("ai_edge_litert", "ai-edge-litert")),
                      fp16=False, dynamic_batch=False),  # litert-torch 0.10 cannot lower symbolic reshapes
@@ -73,54 +74,66 @@ def export(model: nn.Module, fmt: str, out: str | os.PathLike, *, image_size: in
     spec = _format(fmt)
     _require(fmt, spec)
     height, width = _image_size(image_size if image_size is not None else default_image_size(model))
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= MAX_BATCH:
+    multiple = _check_options(model, fmt, spec, (height, width), batch_size, dynamic_batch, dynamic_size, fp16)
+    path = _output_path(out, spec)
+    dtype = torch.float16 if fp16 else torch.float32
+    reference = copy.deepcopy(model).cpu().float().eval()
+    deployed = _fused(copy.deepcopy(reference)) if fuse else copy.deepcopy(reference)
+    deployed = deployed.to(dtype).eval().requires_grad_(False)  # inference graphs; traced in-place ops stay valid
+    expected = _eager(reference, _check_shapes(batch_size, height, width, dynamic_batch, multiple))
+    # torch.export specialises a dimension whose example is 1 (a batch of 1, or one size step): trace with 2.
+    example = torch.rand(max(2, batch_size) if dynamic_batch else batch_size, 3,
+                         *(max(s, 2 * multiple) for s in (height, width)), generator=_rng()).to(dtype)
+    job = Job(model=deployed, example=example, input_name="image", output_names=_output_names(model),
+              dynamic_batch=dynamic_batch, size_multiple=multiple, max_batch=MAX_BATCH, max_size=MAX_SIZE,
+              metadata=deploy_metadata(model, (height, width), multiple, dtype, dynamic_batch))
+    with _staged(path) as tmp:
+        runtime, run = _write_and_load(fmt, job, tmp)
+        check = _compare(run, expected, dtype, verify) if run is not None else {"max_abs_diff": None}
+    report = {"model": job.metadata["model"], "task": job.metadata["task"], "format": fmt, "path": str(path),
+              "bytes": _size_on_disk(path), "image_size": [height, width],
+              "batch": "dynamic" if dynamic_batch else batch_size, "size_multiple": multiple or None,
+              "dtype": job.metadata["input_dtype"], "fused": fuse, "exporter": job.exporter,
+              "runtime": runtime, **check, "metadata": job.metadata}
+    log.info("exported %s to %s (%s, max abs diff %s)", report["model"], path, runtime, report["max_abs_diff"])
+    return report
+
+
+def _check_options(model: nn.Module, fmt: str, spec: Format, size: tuple[int, int], batch_size: int,
+                   dynamic_batch: bool, dynamic_size: bool, fp16: bool) -> int:
+    """Options the format or the model cannot honour are user errors; returns the size step (0: static size)."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= MAX_BATCH:
         raise UserError(f"batch size must be an integer in 1..{MAX_BATCH}, got {batch_size!r}")
     if dynamic_size and not spec.dynamic_size:
         dyn = ", ".join(n for n, f in FORMATS.items() if f.dynamic_size)
-        raise UserError(f"--dynamic-size is supported for {dyn}, not {fmt}: export one file per image size")
+        raise UserError(f"--dynamic-size is not supported for {fmt} (only {dyn}): export one file per image size")
     if dynamic_batch and not spec.dynamic_batch:
         raise UserError(f"--dynamic-batch is not supported for {fmt}: export with a fixed --batch-size")
     if fp16 and not spec.fp16:
-        raise UserError(f"--fp16 is not supported for {fmt}: export float32 (the runtime's own fp16 path applies)")
-    if dynamic_size and getattr(getattr(model, "head_cfg", None), "kind", None) == "pspnet":
+        raise UserError(f"--fp16 is not supported for {fmt}: export float32")
+    if not dynamic_size:
+        return 0
+    if getattr(getattr(model, "head_cfg", None), "kind", None) == "pspnet":
         raise UserError("PSPNet cannot be exported with --dynamic-size: its pyramid pooling bins depend on the map "
                         "size, which the exported pooling kernels fix; export one file per image size")
-    multiple = size_multiple(model) if dynamic_size else 0
-    if multiple and (height % multiple or width % multiple):
+    multiple = size_multiple(model)
+    if size[0] % multiple or size[1] % multiple:
         raise UserError(f"with --dynamic-size the image size must be a multiple of {multiple} for {_name(model)} "
-                        f"(no odd feature map in any MobileViT block), got {height}x{width}")
-    path = _output_path(out, spec)
+                        f"(no odd feature map in any MobileViT block), got {size[0]}x{size[1]}")
+    return multiple
 
-    reference = copy.deepcopy(model).cpu().float().eval()
-    deployed = _fused(copy.deepcopy(reference)) if fuse else copy.deepcopy(reference)
-    dtype = torch.float16 if fp16 else torch.float32
-    deployed = deployed.to(dtype).eval().requires_grad_(False)  # inference graphs; traced in-place ops stay valid
-    batch = max(2, batch_size) if dynamic_batch else batch_size  # torch.export specialises a batch of 1
-    shapes = _check_shapes(batch_size, height, width, dynamic_batch, multiple)
-    expected = _eager(reference, shapes, (height, width))
-    job = Job(model=deployed, example=torch.rand(batch, 3, height, width, generator=_rng()).to(dtype),
-              input_name="image", output_names=_output_names(model), dynamic_batch=dynamic_batch,
-              size_multiple=multiple, max_batch=MAX_BATCH, max_size=MAX_SIZE,
-              metadata=deploy_metadata(model, (height, width), multiple, dtype, dynamic_batch))
+
+def _write_and_load(fmt: str, job: Job, path: Path) -> tuple[str, Callable[[Tensor], list[Tensor]] | None]:
     backend = BACKENDS[fmt]
-    with _staged(path) as tmp:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer/deprecation chatter from the exporters, not actionable
-                backend.write(job, tmp)
-                runtime, run = backend.load(job, tmp)
-        except (UserError, OSError):
-            raise
-        except Exception as e:  # exporter internals: one line for the CLI, the chain for --verbose
-            raise ExportError(f"{fmt} export of {_name(model)} failed: {_first_line(e)}") from e
-        report = _compare(run, expected, dtype, verify) if run is not None else {"max_abs_diff": None}
-    report = {"model": _name(model), "task": getattr(model, "task", None), "format": fmt, "path": str(path),
-              "bytes": _size_on_disk(path), "image_size": [height, width],
-              "batch": "dynamic" if dynamic_batch else batch_size,
-              "size_multiple": multiple or None, "dtype": str(dtype).removeprefix("torch."), "fused": fuse,
-              **({"exporter": job.exporter} if job.exporter else {}), "runtime": runtime, **report, "metadata": job.metadata}
-    log.info("exported %s to %s (%s, max abs diff %s)", report["model"], path, runtime, report["max_abs_diff"])
-    return report
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer/deprecation chatter from the exporters, not actionable
+            backend.write(job, path)
+            return backend.load(job, path)
+    except (UserError, OSError):
+        raise
+    except Exception as e:  # exporter internals: one line for the CLI, the chain for --verbose
+        raise ExportError(f"{fmt} export of {job.metadata['model']} failed: {_first_line(e)}") from e
 
 
 def default_image_size(model: nn.Module) -> tuple[int, int]:
@@ -183,6 +196,9 @@ def _format(fmt: str) -> Format:
 
 def _require(fmt: str, spec: Format) -> None:
     for module, requirement in spec.requires:
+        logger = logging.getLogger(module)  # coremltools logs version and platform notes on import
+        level = logger.level
+        logger.setLevel(logging.ERROR)
         try:
             importlib.import_module(module)
         except ImportError as e:
@@ -190,6 +206,8 @@ def _require(fmt: str, spec: Format) -> None:
             why = "is not installed" if missing else f"cannot be imported ({_first_line(e)})"
             raise UserError(f"--format {fmt} needs the Python package {requirement.split('>')[0].split('=')[0]}, "
                             f"which {why}: pip install '{requirement}'") from None
+        finally:
+            logger.setLevel(level)
 
 
 def _image_size(size) -> tuple[int, int]:
@@ -213,7 +231,7 @@ def _rng(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _eager(model: nn.Module, shapes: list[tuple[int, ...]], size: tuple[int, int]) -> list[tuple[Tensor, list]]:
+def _eager(model: nn.Module, shapes: list[tuple[int, ...]]) -> list[tuple[Tensor, list]]:
     """Reference outputs of the float32 eager model; a size the model cannot take fails here, with a clear error."""
     pairs = []
     with torch.no_grad():
@@ -235,7 +253,11 @@ def _compare(run: Callable[[Tensor], list[Tensor]], expected: list[tuple[Tensor,
              verify: bool) -> dict:
     diff, scale, checked, worst = 0.0, 1.0, [], None
     for x, ref in expected:
-        got = run(x.to(dtype))
+        try:
+            got = run(x.to(dtype))
+        except Exception as e:  # the runtime rejects its own file (e.g. a shape the exporter got wrong)
+            raise ExportError(f"the exported file fails in its runtime on input {list(x.shape)}: "
+                              f"{_first_line(e)}") from e
         if len(got) != len(ref) or any(g.shape != r.shape for g, r in zip(got, ref)):
             raise ExportError(f"exported outputs {[tuple(g.shape) for g in got]} for input {tuple(x.shape)} "
                               f"differ from the model's {[tuple(r.shape) for r in ref]}")
@@ -268,6 +290,9 @@ def _output_path(out: str | os.PathLike, spec: Format) -> Path:
         raise UserError(f"a CoreML model is a folder whose name ends in .mlpackage, got {path}")
     if path.is_dir() and spec.suffix != ".mlpackage":
         raise UserError(f"output {path} is a folder; give a file name such as {path / ('model' + spec.suffix)}")
+    blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise UserError(f"cannot write {path}: {blocker} is a file, not a folder")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -35,7 +35,7 @@ class Job:
     max_batch: int
     max_size: int
     metadata: dict[str, str]
-    exporter: str = ""          # set by the writer where a format has more than one route
+    exporter: str = ""          # set by the writer: the tool (and route) that produced the file
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,7 @@ def _extra_files(job: Job) -> dict[str, str]:
 def _write_torchscript(job: Job, path: Path) -> None:
     # Tracing records one spatial size: the odd-map branches of the blocks are Python control flow.
     traced = torch.jit.trace(job.model, job.example, check_trace=False)
+    job.exporter = "torch.jit.trace"
     torch.jit.save(traced, str(path), _extra_files=_extra_files(job))
 
 
@@ -133,6 +134,7 @@ def _load_torchscript(job: Job, path: Path) -> tuple[str, Run]:
 
 def _write_exported_program(job: Job, path: Path) -> None:
     torch.export.save(_torch_export(job), str(path), extra_files=_extra_files(job))
+    job.exporter = "torch.export"
 
 
 def _load_exported_program(job: Job, path: Path) -> tuple[str, Run]:
@@ -164,6 +166,7 @@ def _write_coreml(job: Job, path: Path) -> None:
     mlmodel.short_description = f"{job.metadata['model']} ({job.metadata['task']})"
     mlmodel.user_defined_metadata.update(job.metadata)
     mlmodel.save(str(path))
+    job.exporter = f"{package_version('coremltools')} (from torch.export, ML program, iOS 16+)"
 
 
 def _first_6d_source(program: torch.export.ExportedProgram) -> str:
@@ -195,6 +198,7 @@ def _write_executorch(job: Job, path: Path) -> None:
     from executorch.exir import to_edge_transform_and_lower
     program = to_edge_transform_and_lower(_torch_export(job), partitioner=[XnnpackPartitioner()]).to_executorch()
     path.write_bytes(program.buffer)
+    job.exporter = f"{package_version('executorch')} (torch.export, XNNPACK partitioner)"
 
 
 def _load_executorch(job: Job, path: Path) -> tuple[str, Run]:
@@ -206,6 +210,7 @@ def _load_executorch(job: Job, path: Path) -> tuple[str, Run]:
 def _write_tflite(job: Job, path: Path) -> None:
     import litert_torch
     litert_torch.convert(job.model, (job.example,), dynamic_shapes=_dynamic_shapes(job)).export(str(path))
+    job.exporter = package_version("litert-torch")
 
 
 def _load_tflite(job: Job, path: Path) -> tuple[str, Run]:

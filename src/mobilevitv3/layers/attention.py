@@ -31,9 +31,11 @@ class MultiHeadAttention(nn.Module):
 
 
 class LinearSelfAttention(nn.Module):
-    """Separable self-attention. With `patch` p > 0 it works on the feature map [B, d, H, W] itself: the 2-D
-    unfold into [B, d, P, N] is only a relabelling of pixels, and everything but the softmax and the pooled sum over
-    N is pointwise, so both run on a strided view instead (no unfold/fold copies). `patch=0`: input is a grid."""
+    """Separable self-attention. With `patch` p > 0 it works on the feature map [B, d, H, W] itself: unfolding into
+    [B, d, P, N] only relabels pixels, and everything but the softmax and the pooled sum over N is pointwise, so
+    those two run on views of the map instead (no unfold/fold copies of d-channel maps). Each product keeps a
+    contiguous row of W pixels as its inner loop (fast in both memory formats), the per-patch-pixel context is tiled
+    along a row. `patch=0`: the input is a grid [B, d, P, N] (seen as a map of P x 1 patches)."""
 
     def __init__(self, dim: int, *, patch: int = 0, attn_dropout: float = 0.0) -> None:
         super().__init__()
@@ -43,14 +45,14 @@ class LinearSelfAttention(nn.Module):
         self.out_proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, _, h, w = x.shape
-        ph, pw = (self.patch, self.patch) if self.patch else (h, 1)  # a grid [B, d, P, N] is a map of 'P x 1' patches
-        nh, nw = h // ph, w // pw
-        q, k, v = self.qkv_proj(x).split([1, self.dim, self.dim], dim=1)  # [B, 1, H, W], [B, d, H, W] x2
-        # N = (nh, nw) patches, P = (ph, pw) pixels inside a patch: softmax over N for each of the P pixels.
+        b, d, h, w = x.shape
+        ph, pw = (self.patch, self.patch) if self.patch else (h, 1)
+        nh, nw = h // ph, w // pw  # N = nh * nw patches of P = ph * pw pixels; row i*ph + r holds patch pixel row r
+        q, k, v = self.qkv_proj(x).split([1, d, d], dim=1)                                # [B, 1|d|d, H, W]
         scores = q.reshape(b, nh, ph, nw, pw).permute(0, 2, 4, 1, 3).reshape(b, ph * pw, nh * nw)  # [B, P, N]
-        scores = self.attn_drop(scores.softmax(dim=-1))
-        scores = scores.reshape(b, 1, ph, pw, nh, nw).permute(0, 1, 4, 2, 5, 3)  # view [B, 1, nh, ph, nw, pw]
-        grid = (b, self.dim, nh, ph, nw, pw)
-        context = (k.reshape(grid) * scores).sum(dim=(2, 4), keepdim=True)  # [B, d, 1, ph, 1, pw]
-        return self.out_proj((F.relu(v).reshape(grid) * context).reshape(b, self.dim, h, w))
+        scores = self.attn_drop(scores.softmax(dim=-1))                                   # over the N patches
+        scores = scores.reshape(b, ph, pw, nh, nw).permute(0, 3, 1, 4, 2).reshape(b, 1, h, w)  # back on the map
+        context = (k * scores).reshape(b, d, nh, ph, w).sum(dim=2)                       # [B, d, ph, W]: sum rows
+        context = context.reshape(b, d, ph, nw, pw).sum(dim=3, keepdim=True)              # [B, d, ph, 1, pw]
+        context = context.expand(b, d, ph, nw, pw).reshape(b, d, 1, ph, w)                # tiled along W
+        return self.out_proj((F.relu(v).reshape(b, d, nh, ph, w) * context).reshape(b, d, h, w))

@@ -69,7 +69,7 @@ class MobileViTBlock(nn.Module):
         h, w = local.shape[-2:]
         size = self._even_size(local)
         g = local if size == (h, w) else F.interpolate(local, size, mode="bilinear", align_corners=False)
-        channels_last = g.is_contiguous(memory_format=torch.channels_last) and g.shape[1] > 1
+        channels_last = g.is_contiguous(memory_format=torch.channels_last)  # fold back into the input's format
         g = from_tokens(self.global_rep(to_tokens(g, self.patch)), self.patch, *size,  # via [B*P, N, d]
                         channels_last=channels_last)
         if size != (h, w):

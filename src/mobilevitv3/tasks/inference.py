@@ -66,8 +66,10 @@ def evaluate(name: str, *, weights: str, data: str, batch_size: int = 64, worker
     return {"model": name, "weights": str(weights), "data": data, **metrics}
 
 
-def predict(name: str, *, weights: str, images: list[str], top_k: int = 5, device: str = "auto") -> list[dict]:
-    """One result per image file (classification: the top-k classes with probabilities)."""
+def predict(name: str, *, weights: str, images: list[str], top_k: int = 5, device: str = "auto",
+            out: str | None = None) -> list[dict]:
+    """One result per image file (classification: the top-k classes with probabilities). With `out`, segmentation
+    and detection also draw their predictions into `out/<image stem>.png`."""
     from ..data.classification import load_rgb
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        "cpu" if device == "auto" else device)
@@ -78,5 +80,12 @@ def predict(name: str, *, weights: str, images: list[str], top_k: int = 5, devic
         if image is None:
             raise UserError(f"cannot read image {path}" + ("" if Path(path).is_file() else " (no such file)"))
         loaded.append(image)
-    results = get_task(model.task).predict(model, loaded, device=dev, top_k=top_k, cfg=cfg)
+    extra = {}
+    if out is not None and model.task != "classification":
+        try:
+            Path(out).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from None
+        extra["overlay_paths"] = [Path(out) / f"{Path(p).stem}.png" for p in images]
+    results = get_task(model.task).predict(model, loaded, device=dev, top_k=top_k, cfg=cfg, **extra)
     return [{"image": path, **result} for path, result in zip(images, results)]

@@ -171,14 +171,11 @@ class Trainer:
         return train_steps(self, stop)
 
     def _end_epoch(self, stats: dict[str, float]) -> None:
-        p, cfg = self.progress, self.cfg
+        p = self.progress
         record = {"epoch": p.epoch + 1, **stats}
-        evaluate = lambda m: self.task.evaluate(m, self.loaders.val, device=self.ctx.device,  # noqa: E731
-                                                autocast=self.autocast, channels_last=cfg.channels_last)
-        self.model.eval()
-        record |= {f"val_{k}": v for k, v in evaluate(self.model).items()}
+        record |= {f"val_{k}": v for k, v in self._evaluate(self.model.eval()).items()}
         if self.ema is not None:
-            record |= {f"ema_val_{k}": v for k, v in evaluate(self.ema.module).items()}
+            record |= {f"ema_val_{k}": v for k, v in self._evaluate(self.ema.module).items()}
         key = self.task.main_metric
         sign = 1 if self.task.higher_is_better else -1
         candidates = [("model", record[f"val_{key}"])] + ([("ema", record[f"ema_val_{key}"])] if self.ema else [])
@@ -190,6 +187,11 @@ class Trainer:
         if self.ctx.main:
             self._write_epoch(record, improved, source)
         distributed.barrier(self.ctx)
+
+    def _evaluate(self, model: nn.Module) -> dict[str, float]:
+        with torch.no_grad():
+            return self.task.evaluate(model, self.loaders.val, device=self.ctx.device, autocast=self.autocast,
+                                      channels_last=self.cfg.channels_last)
 
     def _write_epoch(self, record: dict[str, Any], improved: bool, source: str) -> None:
         # metrics first, then checkpoints: a kill in between re-runs this epoch, whose line resume then drops
