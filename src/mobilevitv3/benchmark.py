@@ -81,6 +81,8 @@ def benchmark(names: list[str], cfg: BenchConfig = BenchConfig()) -> dict:
 
 
 def bench_model(name: str, cfg: BenchConfig) -> dict:
+    """One model's row: counts, our figures, and (with `vs`) timm's figures plus `vs_timm` = ours / timm per figure
+    (below 1 is faster for latency; above 1 is faster for throughput)."""
     model = create_model(name).eval()
     entry = {"name": name, "params": param_count(model), "macs_official": official_macs(model, cfg.image_size),
              "macs_true": true_macs(model, cfg.image_size)}
@@ -91,6 +93,19 @@ def bench_model(name: str, cfg: BenchConfig) -> dict:
         sides["timm"] = timm.create_model(reference).eval()
     elif cfg.vs:
         log.warning("timm has no implementation of %s: timing ours alone", name)
+    params = {k: param_count(m) for k, m in sides.items()}
+    stats = _time_sides(sides, cfg)
+    entry.update(stats["ours"])
+    if reference is not None:
+        entry["timm"] = {"name": reference, "params": params["timm"], **stats["timm"]}
+        entry["vs_timm"] = {k: entry[k] / entry["timm"][k] for k in
+                            ("latency_ms_mean", "latency_ms_median", "throughput_img_s", "train_img_s")
+                            if entry.get(k) and entry["timm"].get(k)}
+    return entry
+
+
+def _time_sides(sides: dict[str, nn.Module], cfg: BenchConfig) -> dict[str, dict]:
+    """Latency, throughput, training step and peak memory of each model, the models taking turns."""
     infer = {k: _inference_fn(m, cfg, ours=k == "ours") for k, m in sides.items()}
     stats = {k: {} for k in sides}
     for key, times in _alternate(infer, cfg.batch_size, cfg.warmup, cfg.runs, cfg).items():
@@ -108,13 +123,7 @@ def bench_model(name: str, cfg: BenchConfig) -> dict:
             stats[key]["train_img_s"] = train_batch * len(times) / sum(times)
         for key, fn in steps.items():
             stats[key]["train_peak_memory_mb"] = peak_memory_mb(lambda: fn(train_batch), cfg)
-    entry.update(stats["ours"])
-    if reference is not None:
-        entry["timm"] = {"name": reference, "params": param_count(sides["timm"]), **stats["timm"]}
-        entry["vs_timm"] = {k: entry[k] / entry["timm"][k] for k in
-                            ("latency_ms_mean", "latency_ms_median", "throughput_img_s", "train_img_s")
-                            if entry.get(k) and entry["timm"].get(k)}
-    return entry
+    return stats
 
 
 def timm_name(name: str) -> str | None:
