@@ -8,6 +8,7 @@ from torch import nn
 
 import mobilevitv3
 from mobilevitv3.cli import main
+from mobilevitv3.layers import ConvNormAct
 from mobilevitv3.layers.attention import LinearSelfAttention
 from mobilevitv3.layers.patches import from_grid, to_grid
 
@@ -46,6 +47,23 @@ def test_fuse_matches_original_within_1e_5(name):
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_conv_norm_act_in_eval_folds_batchnorm_into_the_conv_exactly():
+    torch.manual_seed(0)
+    cna = ConvNormAct(8, 16, 3, stride=2, bias=True)
+    bn = cna.norm
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 8, 15, 15)
+    conv = torch.nn.functional.conv2d(x, cna.conv.weight, cna.conv.bias, stride=2, padding=1)
+    normed = torch.nn.functional.batch_norm(conv, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
+    with torch.no_grad():
+        torch.testing.assert_close(cna.eval()(x), torch.nn.functional.silu(normed), rtol=1e-5, atol=1e-6)
+    cna.train()(x).sum().backward()  # training mode still normalises with the batch statistics
+    assert bn.num_batches_tracked == 1 and cna.conv.weight.grad is not None
+
+
 def test_fuse_leaves_the_original_untouched():
     model = _model_with_running_stats("mobilevit_xxs")
     before = {k: v.clone() for k, v in model.state_dict().items()}
@@ -55,22 +73,28 @@ def test_fuse_leaves_the_original_untouched():
 
 
 @pytest.mark.parametrize("name", SUBSET)
-def test_channels_last_input_gives_the_same_output(name):
-    model = _model_with_running_stats(name)
+def test_channels_last_gives_the_same_output(name):
+    reference = _model_with_running_stats(name)
+    backbone = reference.backbone if hasattr(reference, "backbone") else reference
+    backbone.channels_last = False  # plain NCHW all the way
     fast = mobilevitv3.create_model(name).eval().to(memory_format=torch.channels_last)
-    fast.load_state_dict(model.state_dict())
+    fast.load_state_dict(reference.state_dict())
     x = torch.randn(1, 3, 96, 80)  # 3x3 / 3x2 maps at stride 32: the v1 block's resize path too
     with torch.no_grad():
-        for ref, out in zip(_outputs(model(x)), _outputs(fast(x.contiguous(memory_format=torch.channels_last)))):
-            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        expected = _outputs(reference(x))
+        for x_in in (x, x.contiguous(memory_format=torch.channels_last)):
+            for ref, out in zip(expected, _outputs(fast(x_in))):
+                torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
 def test_channels_last_is_kept_through_the_backbone(name):
-    model = mobilevitv3.create_model(name).eval().to(memory_format=torch.channels_last)
+    x = torch.randn(1, 3, 64, 64)  # plain NCHW input: on CPU the backbone switches to channels-last by default
     with torch.no_grad():
-        feats = model.forward_intermediates(torch.randn(1, 3, 64, 64).contiguous(memory_format=torch.channels_last))
+        feats = mobilevitv3.create_model(name).eval().forward_intermediates(x)
+        plain = mobilevitv3.create_model(name, channels_last=False).eval().forward_intermediates(x)
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats)
+    assert all(f.is_contiguous() for f in plain)
 
 
 @pytest.mark.parametrize("patch", [2, 3])

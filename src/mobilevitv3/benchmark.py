@@ -355,8 +355,11 @@ def chart(report: dict, path: str) -> None:
                 ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     c, env = report["config"], report["environment"]
     where = env.get("gpu") or f"{env['cpu']}, {env['threads']} threads"
+    flags = "".join(f", {label}" for key, label in (("channels_last", "channels-last"), ("compile", "compiled"),
+                                                     ("fuse", "BN folded (ours)")) if c[key])
     ax.set(xlabel="parameters (M)", ylabel="median latency (ms)",
-           title=f"batch {c['batch_size']}, {c['image_size']}px, {c['dtype']}, {c['runtime']} -- {where}")
+           title=f"batch {c['batch_size']}, {c['image_size']}px, {c['dtype']}, {c['runtime']}{flags} -- {where}")
+    ax.margins(x=0.15, y=0.1)
     ax.title.set_fontsize(8)
     ax.grid(alpha=0.3)
     ax.legend()

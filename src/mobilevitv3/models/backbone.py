@@ -4,6 +4,9 @@ stem (3x3 s2) -> 5 stages (inverted residuals; stages 3-5: one strided inverted 
 -> final 1x1 conv (v1 family) -> global mean pool -> dropout -> linear classifier.
 Dense heads take `output_stride` 8 or 16: the strided stages then keep stride 1. The official v2 code dilates the
 MobileViT block's local conv (and a later stage's inverted residual); the official v1 code never dilates anything.
+On CPU the stem's input is made channels-last by default (`channels_last=None`), so that every layer runs in the
+layout oneDNN is fast in (1x1 convs on large maps are several times slower in NCHW with two or more threads);
+the values are the same, only the strides of the intermediate maps differ.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ class MobileViT(nn.Module):
 
     def __init__(self, cfg: ModelConfig, *, num_classes: int = 1000, in_chans: int = 3, output_stride: int = 32,
                  features_only: bool = False, dropout: float | None = None, attn_dropout: float = 0.0,
-                 ffn_dropout: float = 0.0, classifier_dropout: float | None = None) -> None:
+                 ffn_dropout: float = 0.0, classifier_dropout: float | None = None,
+                 channels_last: bool | None = None) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
@@ -30,6 +34,7 @@ class MobileViT(nn.Module):
         cfg = replace(cfg, classifier_dropout=cfg.classifier_dropout if classifier_dropout is None
                       else classifier_dropout)
         self.cfg, self.output_stride, self.grad_checkpointing = cfg, output_stride, False
+        self.channels_last = channels_last  # None: on CPU inputs; True: always; False: never (plain NCHW)
         self.stem = ConvNormAct(in_chans, cfg.stem, 3, stride=2)
         self.stages = nn.ModuleList()
         self.feature_info: list[dict] = []
@@ -74,8 +79,16 @@ class MobileViT(nn.Module):
             return checkpoint(stage, x, use_reentrant=False)
         return stage(x)
 
+    def _use_channels_last(self, x: Tensor) -> bool:
+        if self.channels_last is not None:
+            return self.channels_last and x.dim() == 4
+        # Also while tracing/exporting: an exported CPU graph then computes exactly what eager mode computes.
+        return x.device.type == "cpu" and x.dim() == 4
+
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         """One feature map per stage, at the reductions given by `feature_info` (2, 4, 8, 16, 32 by default)."""
+        if self._use_channels_last(x):
+            x = x.contiguous(memory_format=torch.channels_last)  # the convs keep it from here on
         x = self.stem(x)
         out = []
         for stage in self.stages:
