@@ -42,9 +42,9 @@ class BenchConfig:
     device: Literal["cpu", "cuda"] = "cpu"
     batch_size: int = 1
     image_size: int = 256
-    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"   # bf16/fp16: autocast (eager) or nothing else
-    channels_last: bool = False
-    compile: bool = False                             # torch.compile(fullgraph=True), ours and timm's alike
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"   # bf16/fp16: torch.autocast around the forward
+    channels_last: bool = False                       # model and input (ours is channels-last inside on CPU anyway)
+    compile: bool = False                             # torch.compile, both sides (fullgraph=True for ours)
     runtime: Literal["eager", "onnxruntime"] = "eager"
     fuse: bool = False                                # fold BatchNorm into convs (ours only: timm has no such step)
     threads: int | None = None

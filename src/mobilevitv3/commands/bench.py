@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, help=f"latency batch (default {DEFAULTS.batch_size})")
     p.add_argument("--image-size", type=int, help=f"square input side (default {DEFAULTS.image_size})")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="bf16/fp16: autocast (default fp32)")
-    p.add_argument("--channels-last", action="store_true", default=None, help="channels-last model and input")
+    p.add_argument("--channels-last", action="store_true", default=None,
+                   help="channels-last model and input, both sides (ours computes channels-last on CPU anyway)")
     p.add_argument("--compile", action="store_true", default=None, help="torch.compile(fullgraph=True)")
     p.add_argument("--runtime", choices=["eager", "onnxruntime"], help="PyTorch eager or an ONNX export in ORT")
     p.add_argument("--vs", choices=["timm"], help="also time timm's model of the same architecture, alternating")

@@ -1,8 +1,9 @@
 """The MobileViT block, v1, v2 and v3 (Mehta & Rastegari 2021/2022; Wadekar & Chaurasia 2022) in one module.
 
 local_rep (kxk conv + 1x1 to d) -> unfold into 2x2-patch sequences -> global_rep (transformer layers + norm)
--> fold -> projection/fusion (-> + input). (The v2 family's layers act on the map directly, see transformer.py.) MobileViTv3's four changes are independent switches of `BlockConfig`:
-`fusion_kernel` (3 -> 1), `fuse` ("input" -> "local"), `residual`, `local_dw` (full -> depthwise local conv).
+-> fold -> projection/fusion (-> + input); the v2 family's layers act on the map itself, without the unfold (see
+transformer.py). MobileViTv3's four changes are independent switches of `BlockConfig`: `fusion_kernel` (3 -> 1),
+`fuse` ("input" -> "local"), `residual`, `local_dw` (full -> depthwise local conv).
 Where the two official code bases differ (`family`), the code wins over the paper text:
 - v1 family: fusion input is cat(local-or-input, global); odd maps are resized bilinearly (align_corners=False)
   for the transformer and back; conv_proj (d->C) has SiLU and a separate `fusion` conv follows.
