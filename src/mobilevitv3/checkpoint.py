@@ -11,7 +11,9 @@ import pickle
 import re
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -84,20 +86,26 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor], *, 
     model.load_state_dict(state, strict=not skip_prefixes)
 
 
-def atomic_save(obj: object, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename: never a half-written file."""
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """Write through `write(file)` to a temporary file in the same folder, fsync, then rename: never a half-written
+    file, and an existing one stays until the new one is complete."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: object, path: str | os.PathLike) -> None:
+    """torch.save, atomically (see `atomic_write`)."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_safetensors(model: nn.Module, path: str | os.PathLike) -> None:

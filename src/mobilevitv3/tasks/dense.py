@@ -103,3 +103,12 @@ def rank_sum(value: float, device: torch.device) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t.item())
+
+
+def head_param_groups(model: nn.Module, cfg: Any) -> list[dict]:
+    """Backbone at the scheduled lr, everything else (heads, extra layers) at `head_lr_multiplier` x."""
+    from ..train.optim import param_groups
+    named = list(model.named_parameters())
+    backbone = [(n, p) for n, p in named if n.startswith("backbone.")]
+    heads = [(n, p) for n, p in named if not n.startswith("backbone.")]
+    return param_groups(backbone, cfg) + param_groups(heads, cfg, lr_multiplier=cfg.head_lr_multiplier)

@@ -24,7 +24,8 @@ from ..data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransfor
 from ..errors import UserError
 from ..metrics import COCO_STATS, coco_map, coco_results
 from .base import Task
-from .dense import all_gather, base_dataset, dense_input, names_for, palette, pil_to_image, rank_sum, stack_batch
+from .dense import (
+    all_gather, base_dataset, dense_input, head_param_groups, names_for, palette, pil_to_image, rank_sum, stack_batch)
 
 DISPLAY_SCORE = 0.3     # `predict` lists and draws detections at least this confident
 
@@ -95,11 +96,7 @@ class Detection(Task):
 
     def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
         """Backbone at the scheduled lr; extra layers and SSD heads at `head_lr_multiplier` x (official: 1)."""
-        from ..train.optim import param_groups
-        named = list(model.named_parameters())
-        backbone = [(n, p) for n, p in named if n.startswith("backbone.")]
-        heads = [(n, p) for n, p in named if not n.startswith("backbone.")]
-        return param_groups(backbone, cfg) + param_groups(heads, cfg, lr_multiplier=cfg.head_lr_multiplier)
+        return head_param_groups(model, cfg)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any = None,

@@ -23,7 +23,8 @@ from ..data.voc import VOC, voc_segmentation
 from ..errors import UserError
 from ..metrics import ConfusionMatrix
 from .base import Task
-from .dense import base_dataset, dense_input, names_for, palette, pil_to_image, rank_sum, stack_batch
+from .dense import (
+    base_dataset, dense_input, head_param_groups, names_for, palette, pil_to_image, rank_sum, stack_batch)
 
 DATASETS = {"voc": (VOC, voc_segmentation), "ade20k": (ADE20K, ade20k_segmentation)}
 
@@ -110,11 +111,7 @@ class Segmentation(Task):
 
     def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
         """Backbone at the scheduled lr; both heads at `head_lr_multiplier` x (the v1-based recipe: 10)."""
-        from ..train.optim import param_groups
-        named = list(model.named_parameters())
-        backbone = [(n, p) for n, p in named if n.startswith("backbone.")]
-        heads = [(n, p) for n, p in named if not n.startswith("backbone.")]
-        return param_groups(backbone, cfg) + param_groups(heads, cfg, lr_multiplier=cfg.head_lr_multiplier)
+        return head_param_groups(model, cfg)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any = None,

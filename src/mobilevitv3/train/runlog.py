@@ -6,29 +6,16 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from ..checkpoint import atomic_write
 
 
 def write_config(config: dict[str, Any], path: Path) -> None:
-    _atomic_write(path, lambda f: f.write(yaml.safe_dump(config, sort_keys=False).encode()))
+    atomic_write(path, lambda f: f.write(yaml.safe_dump(config, sort_keys=False).encode()))
 
 
 class MetricsLog:
@@ -49,7 +36,7 @@ class MetricsLog:
     def keep_epochs_below(self, epoch: int) -> None:
         """Drop the records of epochs >= `epoch` (1-based): on resume they are trained again, never duplicated."""
         kept = [r for r in self.records() if r.get("epoch", math.inf) < epoch]
-        _atomic_write(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
+        atomic_write(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
 
     def append(self, record: dict[str, Any]) -> None:
         with open(self.path, "a") as f:
@@ -82,5 +69,5 @@ def plot_curves(records: list[dict[str, Any]], path: Path, *, metric: str = "top
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
     plt.close(fig)
