@@ -10,4 +10,4 @@ from .models import create_model, get_tag, list_models
 from .fuse import fuse
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "create_model", "get_tag", "list_models"]
+__all__ = ["CheckpointError", "create_model", "fuse", "get_tag", "list_models"]
