@@ -6,7 +6,7 @@ import torch
 
 from dense_data import make_coco
 from mobilevitv3.data.coco import CocoBoxes
-from mobilevitv3.metrics import ConfusionMatrix, coco_map, coco_results
+from mobilevitv3.tasks.metrics import ConfusionMatrix, coco_map, coco_results
 
 
 def test_miou_of_a_perfect_prediction_is_one():

@@ -17,6 +17,7 @@ from mobilevitv3.data.det_transforms import DetAugment
 from mobilevitv3.data.seg_transforms import SegAugment
 from mobilevitv3.tasks import get_task
 from mobilevitv3.train.config import TrainConfig, resolve
+from mobilevitv3.train.optim import param_groups
 
 FAST = ["--epochs", "1", "--batch-size", "2", "--eval-batch-size", "3", "--workers", "0", "--threads", "1",
         "--warmup-iterations", "1", "--max-steps-per-epoch", "1"]
@@ -82,7 +83,8 @@ def test_predict_overlays_are_png_files_of_the_image_size(tmp_path):
     for name in ("pspnet_mobilevitv3_050.ade20k", "ssdlite_mobilevitv3_050.coco"):
         model = create_model(name).eval()
         path = tmp_path / f"{name}.png"
-        (result,) = get_task(model.task).predict(model, [image], device=torch.device("cpu"), overlay_paths=[path])
+        (result,) = get_task(model.task).predict(model, [image], device=torch.device("cpu"), overlay_paths=[path],
+                                                   cfg=TrainConfig(model=model.name))
         assert result["overlay"] == str(path) and Image.open(path).size == (70, 50)
 
 
@@ -133,7 +135,8 @@ def test_packaged_recipe_holds_the_official_values(name):
 
 def test_param_groups_put_the_heads_at_the_multiplier():
     model = create_model("deeplabv3_mobilevitv3_xxs.voc")
-    groups = get_task("segmentation").param_groups(model, TrainConfig(model=model.name, head_lr_multiplier=10.0))
+    groups = param_groups(model, TrainConfig(model=model.name, head_lr_multiplier=10.0),
+                          is_head=get_task("segmentation").is_head)
     head = {id(p) for n, p in model.named_parameters() if not n.startswith("backbone.")}
     for g in groups:
         assert {id(p) in head for p in g["params"]} == {g["lr_multiplier"] == 10.0}

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from mobilevitv3 import create_model
-from mobilevitv3 import export as export_module
 from mobilevitv3.errors import UserError
 from mobilevitv3.export import FORMATS, ExportError, export, size_multiple
-from mobilevitv3.export_backends import BACKENDS, Backend
+from mobilevitv3.export.api import BACKENDS
+from mobilevitv3.export.job import Backend
 from official import inputs, official_state_dict
 
 SMALL = 64  # the smallest size at which every block of every family sees an even map at output stride 32
@@ -238,14 +238,21 @@ def test_failed_export_leaves_no_file_and_keeps_the_old_one(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"] and out.read_bytes() == b"previous export"
 
 
-def test_fuse_is_used_when_available_else_a_clear_error(tmp_path):
+def test_fuse_export_folds_real_batchnorm_statistics(tmp_path):
     model = create_model("mobilevitv3_xxs.in1k")
-    if importlib.util.find_spec("mobilevitv3.fuse") is None:
-        with pytest.raises(UserError, match="--fuse needs mobilevitv3.fuse"):
-            export(model, "torchscript", tmp_path / "m.pt", image_size=SMALL, fuse=True)
-        return
+    gen = torch.Generator().manual_seed(0)
+    for m in model.modules():   # non-identity statistics: a fold that dropped mean or bias would be caught
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=gen) * 0.2)
     report = export(model, "torchscript", tmp_path / "m.pt", image_size=SMALL, fuse=True)
-    assert report["fused"] and report["max_abs_diff"] <= 1e-4
+    module = torch.jit.load(str(tmp_path / "m.pt"))
+    assert not any(m.original_name == "BatchNorm2d" for m in module.modules())
+    x = torch.rand(1, 3, SMALL, SMALL)
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), model.eval()(x), rtol=1e-4, atol=1e-4)
+    assert report["fused"]
 
 
 # --- command line --------------------------------------------------------------------------------------------------

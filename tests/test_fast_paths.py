@@ -47,7 +47,7 @@ def test_fuse_matches_original_within_1e_5(name):
             torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_conv_norm_act_in_eval_folds_batchnorm_into_the_conv_exactly():
+def test_conv_norm_act_in_eval_is_conv_then_batchnorm_then_silu():
     torch.manual_seed(0)
     cna = ConvNormAct(8, 16, 3, stride=2, bias=True)
     bn = cna.norm
@@ -60,7 +60,7 @@ def test_conv_norm_act_in_eval_folds_batchnorm_into_the_conv_exactly():
     normed = torch.nn.functional.batch_norm(conv, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
     with torch.no_grad():
         torch.testing.assert_close(cna.eval()(x), torch.nn.functional.silu(normed), rtol=1e-5, atol=1e-6)
-    cna.train()(x).sum().backward()  # training mode still normalises with the batch statistics
+    cna.train()(x).sum().backward()  # training mode normalises with the batch statistics
     assert bn.num_batches_tracked == 1 and cna.conv.weight.grad is not None
 
 
@@ -75,26 +75,25 @@ def test_fuse_leaves_the_original_untouched():
 @pytest.mark.parametrize("name", SUBSET)
 def test_channels_last_gives_the_same_output(name):
     reference = _model_with_running_stats(name)
-    backbone = reference.backbone if hasattr(reference, "backbone") else reference
-    backbone.channels_last = False  # plain NCHW all the way
     fast = mobilevitv3.create_model(name).eval().to(memory_format=torch.channels_last)
     fast.load_state_dict(reference.state_dict())
     x = torch.randn(1, 3, 96, 80)  # 3x3 / 3x2 maps at stride 32: the v1 block's resize path too
     with torch.no_grad():
         expected = _outputs(reference(x))
-        for x_in in (x, x.contiguous(memory_format=torch.channels_last)):
-            for ref, out in zip(expected, _outputs(fast(x_in))):
-                torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+        for ref, out in zip(expected, _outputs(fast(x.contiguous(memory_format=torch.channels_last)))):
+            torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["mobilevit_xxs", "mobilevitv2_050"])
-def test_channels_last_is_kept_through_the_backbone(name):
-    x = torch.randn(1, 3, 64, 64)  # plain NCHW input: on CPU the backbone switches to channels-last by default
+def test_layout_is_the_callers_choice(name):
+    x = torch.randn(1, 3, 64, 64)
+    model = mobilevitv3.create_model(name).eval()
     with torch.no_grad():
-        feats = mobilevitv3.create_model(name).eval().forward_intermediates(x)
-        plain = mobilevitv3.create_model(name, channels_last=False).eval().forward_intermediates(x)
-    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in feats)
+        plain = model.forward_intermediates(x)          # NCHW in: NCHW all the way (no hidden switch)
+        model.to(memory_format=torch.channels_last)
+        fast = model.forward_intermediates(x.contiguous(memory_format=torch.channels_last))
     assert all(f.is_contiguous() for f in plain)
+    assert all(f.is_contiguous(memory_format=torch.channels_last) for f in fast)
 
 
 @pytest.mark.parametrize("patch", [2, 3])
@@ -182,7 +181,7 @@ def test_bench_cli_vs_timm_reports_ratios(capsys):
 def test_bench_preset_official_keeps_explicit_flags(monkeypatch):
     import argparse
 
-    from mobilevitv3.benchmark import PRESETS
+    from mobilevitv3.bench.timing import PRESETS
     from mobilevitv3.commands import bench
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)

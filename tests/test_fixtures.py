@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import mobilevitv3
-from mobilevitv3.profile import official_macs, param_count
+from mobilevitv3.bench.counting import official_macs, param_count
 from official import assert_matches, fixture_names, inputs, load_fixture
 
 

@@ -8,7 +8,7 @@ import mobilevitv3
 from mobilevitv3.models import CONFIGS
 from mobilevitv3.models.backbone import MobileViT
 from mobilevitv3.models.config import V1
-from mobilevitv3.profile import param_count
+from mobilevitv3.bench.counting import param_count
 
 CLASSIFIERS = mobilevitv3.list_models(task="classification")
 DENSE = mobilevitv3.list_models(task="segmentation") + mobilevitv3.list_models(task="detection")
@@ -94,7 +94,7 @@ def test_ablation_switch_changes_exactly_its_module(switch, value, changed):
 
 
 def test_ablation_rows_start_at_v1_s_and_end_with_all_four_changes():
-    from mobilevitv3.zoo import ablation
+    from mobilevitv3.bench.zoo import ablation
     rows = ablation(64)
     assert rows[0]["params"] == param_count(mobilevitv3.create_model("mobilevit_s"))
     assert rows[0]["block"] == {"fusion_kernel": 3, "fuse": "input", "residual": False, "local_dw": False}

@@ -18,7 +18,8 @@ from PIL import Image
 
 from mobilevitv3.cli import build_parser, main
 from mobilevitv3.tasks.classification import Classification
-from mobilevitv3.train.config import TrainConfig, overrides_from_args, resolve
+from mobilevitv3.commands.train import overrides_from_args
+from mobilevitv3.train.config import TrainConfig, resolve
 from mobilevitv3.train.ema import ModelEMA
 from mobilevitv3.train.optim import LRSchedule, param_groups
 

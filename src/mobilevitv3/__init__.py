@@ -1,13 +1,27 @@
-"""MobileViTv3 (Wadekar & Chaurasia, 2022) and its MobileViTv1/v2 baselines, exact to the official release."""
-import os
+"""MobileViTv3 (Wadekar & Chaurasia, 2022) and its MobileViTv1/v2 baselines, exact to the official release.
 
-# Spinning OpenMP workers steal cores from other processes on small machines (measured on 2 busy cores: 2 threads
-# trained 4-6x slower than 1; with PASSIVE, 2 threads beat 1). Only a default, set before torch starts OpenMP.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+The package in layers; each imports only from the layers above it in this list (`tests/test_house.py` checks):
 
-from .checkpoint import CheckpointError
-from .models import create_model, get_tag, list_models
-from .fuse import fuse
+    errors    UserError
+    layers    pure nn.Modules: conv+norm+act, inverted residual, attention, transformer, patches, the MobileViT
+              block, BatchNorm folding
+    weights   safe reading, official/timm key layouts -> ours, all-or-nothing loading, atomic writing
+    models    architecture configs, backbone, segmentation/detection heads, identity, tags, registry
+    data      datasets in their published layouts, transforms, samplers
+    tasks     what differs between classification, segmentation and detection: loss, metrics, prediction
+    export    one module per runtime family (ONNX, torch formats, edge runtimes), quantization, optimize
+    train     config, the trainer, loaders, checkpoints, EMA, optimiser and schedule, DDP, run log
+    infer     a model from a checkpoint or an exported file; evaluation and prediction
+    bench     counting (parameters, MACs), timing harness, charts, zoo tables
+    commands  one module per subcommand; cli.py is the entry point
+
+Importing the package changes nothing global (no environment variables, torch settings or plotting backends).
+"""
+from .errors import UserError
+from .layers import fuse
+from .models import Identity, create_model, get_tag, list_models, load_model
+from .weights import CheckpointError
 
 __version__ = "0.1.0"
-__all__ = ["CheckpointError", "create_model", "fuse", "get_tag", "list_models"]
+__all__ = ["CheckpointError", "Identity", "UserError", "create_model", "fuse", "get_tag", "list_models",
+           "load_model"]

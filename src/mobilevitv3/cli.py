@@ -12,8 +12,8 @@ import json
 import logging
 import sys
 
-from .checkpoint import CheckpointError
 from .errors import UserError
+from .weights import CheckpointError
 
 COMMANDS = {
     "list": "models, their exact parameters and MACs beside the reported figures",

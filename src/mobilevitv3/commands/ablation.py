@@ -1,7 +1,7 @@
 """`mobilevitv3 ablation`: parameters and MACs of the paper's block ablation rows."""
 import argparse
 
-from ..zoo import ablation, table
+from ..bench.zoo import ablation, table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields, replace
 
-from ..benchmark import PRESETS, BenchConfig, benchmark, chart
+from ..bench.chart import chart
+from ..bench.timing import PRESETS, BenchConfig, benchmark
 
 DEFAULTS = BenchConfig()
 

@@ -2,10 +2,10 @@
 import argparse
 from pathlib import Path
 
-from ..checkpoint import save_safetensors
+from ..bench.counting import param_count
 from ..errors import UserError
 from ..models import create_model
-from ..profile import param_count
+from ..weights import save_safetensors
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,6 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..tasks.inference import evaluate
+    from ..infer import evaluate
     return evaluate(args.name, weights=args.weights, data=args.data, batch_size=args.batch_size,
                     workers=args.workers, device=args.device, amp=args.amp)

@@ -1,7 +1,7 @@
 """`mobilevitv3 list [PATTERN]`: every model with exact parameters and MACs beside the reported figures."""
 import argparse
 
-from ..zoo import describe, table
+from ..bench.zoo import describe, table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

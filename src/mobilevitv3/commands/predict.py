@@ -15,6 +15,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..tasks.inference import predict
+    from ..infer import predict
     return predict(args.name, weights=args.weights, images=args.images, top_k=args.top_k, device=args.device,
                    out=args.out)

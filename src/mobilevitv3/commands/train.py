@@ -5,12 +5,16 @@ saved in OUT/last.pt is the base and flags given now override it (e.g. `--epochs
 every rank runs this; only rank 0 prints the summary.
 """
 import argparse
+import dataclasses
 import os
+import typing
 from pathlib import Path
+from typing import Any, Literal
+
+from ..train.config import FIELDS, HINTS, base_type
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..train.config import add_flags
     p.add_argument("-c", "--config", dest="recipe", default=None, metavar="RECIPE",
                    help="packaged recipe name (e.g. mobilevitv3_xxs.in1k) or a YAML file; default: "
                         "recipes/<model>.yaml when packaged, else the digits main job")
@@ -19,8 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace):
     from ..train import resolve, train
-    from ..train.config import overrides_from_args
-    from ..train.state import saved_config
+    from ..train.checkpoints import saved_config
     overrides = overrides_from_args(args)
     base = None
     resume = str(overrides.get("resume", "false")).lower() in ("true", "1", "yes")
@@ -31,3 +34,24 @@ def run(args: argparse.Namespace):
     cfg = resolve(None if base else args.recipe, overrides, base=base)
     summary = train(cfg)
     return summary if int(os.environ.get("RANK", "0")) == 0 else None
+
+
+def add_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """One `--field-name` flag per TrainConfig field; unset flags stay out of the namespace (no override)."""
+    group = parser.add_argument_group("training configuration (every TrainConfig field; overrides the recipe)")
+    for name in FIELDS:
+        if name in skip:
+            continue
+        hint, _ = base_type(HINTS[name])
+        flag = "--" + name.replace("_", "-")
+        default = FIELDS[name].default
+        shown = "{}" if default is dataclasses.MISSING else default
+        kind = "true/false" if hint is bool else "JSON" if hint is dict else "A,B" if typing.get_origin(hint) is tuple \
+            else "|".join(typing.get_args(hint)) if typing.get_origin(hint) is Literal else ""
+        group.add_argument(flag, dest=f"cfg_{name}", default=argparse.SUPPRESS, metavar=kind or name.upper(),
+                           nargs="?" if hint is bool else None, const="true" if hint is bool else None,
+                           help=f"default: {shown}")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode, v2
 
-from ..models.registry import Preprocess, family, split_arch
+from ..models.identity import Preprocess
 
 MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
@@ -44,21 +44,21 @@ class Pipeline:
 
 
 def model_preprocess(model: nn.Module) -> Preprocess:
-    """The tag's preprocessing, or the family's convention for an untagged model (v1 family: BGR, bilinear)."""
-    tag = getattr(model, "tag", None)
-    if tag is not None:
-        return tag.preprocess
-    v1 = family(split_arch(model.name.split(".")[0])[1]) == "v1"
-    return Preprocess("bgr" if v1 else "rgb", interpolation="bilinear" if v1 else "bicubic")
+    """The preprocessing the model's weights expect (its identity: the tag's, or the family's convention)."""
+    return model.identity.preprocess
+
+
+def tagged(model: nn.Module) -> bool:
+    """Whether the model carries an official release's settings (exact eval sizes) rather than the family's."""
+    return model.identity.tag is not None
 
 
 def pipeline(cfg: Any, model: nn.Module) -> Pipeline:
     """Config fields win over the tag; an untagged model evaluates at `image_size` after a 9/8 resize (288/256)."""
     pre = model_preprocess(model)
-    tagged = getattr(model, "tag", None) is not None
-    crop = cfg.eval_crop if cfg.eval_crop is not None else (pre.crop if tagged else cfg.image_size)
+    crop = cfg.eval_crop if cfg.eval_crop is not None else (pre.crop if tagged(model) else cfg.image_size)
     resize = cfg.eval_resize if cfg.eval_resize is not None else (
-        pre.resize if tagged else round(crop * 288 / 256))
+        pre.resize if tagged(model) else round(crop * 288 / 256))
     return Pipeline(channel_order=cfg.channel_order or pre.channel_order,
                     interpolation=cfg.interpolation or pre.interpolation, mean=pre.mean, std=pre.std,
                     eval_resize=resize, eval_crop=crop, rrc_scale=tuple(cfg.rrc_scale),

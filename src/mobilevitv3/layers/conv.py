@@ -1,15 +1,13 @@
 """Convolution + normalisation + activation, the unit every MobileViT stage is built from.
 
-`make_divisible` is the TF-MobileNet channel rounding the official code uses for every width. In eval mode a
-BatchNorm is an affine map per output channel, so `ConvNormAct` folds it into the conv weights on the fly (a few
-per-channel ops) instead of running a second pass over the output; `mobilevitv3.fuse` folds it once, ahead of time.
+`make_divisible` is the TF-MobileNet channel rounding the official code uses for every width. Folding the
+BatchNorm into the conv for inference is an explicit step (`layers.fuse.fuse`), never a hidden switch of eval mode.
 """
 from __future__ import annotations
 
 import inspect
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -19,17 +17,6 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     return new + divisor if new < 0.9 * value else new
 
 
-class FoldingConv2d(nn.Conv2d):
-    """`nn.Conv2d` that can scale and shift each output channel inside the convolution: conv(x) * scale + shift,
-    computed as one conv with weight W * scale and bias b * scale + shift."""
-
-    def forward(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
-        if scale is None:
-            return super().forward(x)
-        bias = shift if self.bias is None else self.bias * scale + shift  # plain ops: every exporter knows them
-        return self._conv_forward(x, self.weight * scale.reshape(-1, 1, 1, 1), bias)
-
-
 class ConvNormAct(nn.Sequential):
     """Conv2d -> BatchNorm2d (optional) -> activation (optional), 'same' padding for odd kernels."""
 
@@ -37,19 +24,9 @@ class ConvNormAct(nn.Sequential):
                  groups: int = 1, norm: bool = True, act: type[nn.Module] | None = nn.SiLU,
                  bias: bool = False) -> None:
         super().__init__()
-        self.conv = FoldingConv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2 * dilation,
-                                  dilation=dilation, groups=groups, bias=bias)
+        self.conv = nn.Conv2d(in_ch, out_ch, kernel, stride, padding=(kernel - 1) // 2 * dilation,
+                              dilation=dilation, groups=groups, bias=bias)
         if norm:
             self.norm = nn.BatchNorm2d(out_ch)
         if act is not None:  # in place where the activation allows it: it acts on the conv/norm's fresh output
             self.act = act(inplace=True) if "inplace" in inspect.signature(act).parameters else act()
-
-    def forward(self, x: Tensor) -> Tensor:
-        norm, act = self._modules.get("norm"), self._modules.get("act")  # `fuse` removes the norm
-        if isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.affine and norm.track_running_stats:
-            scale = norm.weight * torch.rsqrt(norm.running_var + norm.eps)  # [C_out]
-            x = self.conv(x, scale, norm.bias - norm.running_mean * scale)
-        else:
-            x = self.conv(x)
-            x = x if norm is None else norm(x)
-        return x if act is None else act(x)

@@ -4,9 +4,8 @@ stem (3x3 s2) -> 5 stages (inverted residuals; stages 3-5: one strided inverted 
 -> final 1x1 conv (v1 family) -> global mean pool -> dropout -> linear classifier.
 Dense heads take `output_stride` 8 or 16: the strided stages then keep stride 1. The official v2 code dilates the
 MobileViT block's local conv (and a later stage's inverted residual); the official v1 code never dilates anything.
-On CPU the stem's input is made channels-last by default (`channels_last=None`), so that every layer runs in the
-layout oneDNN is fast in (1x1 convs on large maps are several times slower in NCHW with two or more threads);
-the values are the same, only the strides of the intermediate maps differ.
+The memory layout is the caller's: a channels-last model and input (`model.to(memory_format=torch.channels_last)`)
+stay channels-last through every layer, which is what oneDNN is fast in on CPU (see `mobilevitv3.optimize`).
 """
 from __future__ import annotations
 
@@ -18,15 +17,15 @@ from torch.utils.checkpoint import checkpoint
 
 from ..layers import ConvNormAct, InvertedResidual, MobileViTBlock
 from .config import ModelConfig
+from .identity import Identified, Identity, family_preprocess
 
 
-class MobileViT(nn.Module):
+class MobileViT(Identified, nn.Module):
     classifier_prefixes = ("fc.",)
 
     def __init__(self, cfg: ModelConfig, *, num_classes: int = 1000, in_chans: int = 3, output_stride: int = 32,
                  features_only: bool = False, dropout: float | None = None, attn_dropout: float = 0.0,
-                 ffn_dropout: float = 0.0, classifier_dropout: float | None = None,
-                 channels_last: bool | None = None) -> None:
+                 ffn_dropout: float = 0.0, classifier_dropout: float | None = None) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
@@ -34,7 +33,6 @@ class MobileViT(nn.Module):
         cfg = replace(cfg, classifier_dropout=cfg.classifier_dropout if classifier_dropout is None
                       else classifier_dropout)
         self.cfg, self.output_stride, self.grad_checkpointing = cfg, output_stride, False
-        self.channels_last = channels_last  # None: on CPU inputs; True: always; False: never (plain NCHW)
         self.stem = ConvNormAct(in_chans, cfg.stem, 3, stride=2)
         self.stages = nn.ModuleList()
         self.feature_info: list[dict] = []
@@ -57,17 +55,19 @@ class MobileViT(nn.Module):
             self.feature_info.append({"channels": ch, "reduction": reduction, "module": f"stages.{i}"})
         self.features_only = features_only
         self.num_features = ch
+        self.num_classes = 0 if features_only else num_classes
+        self.identity = Identity(None, "classification", cfg.block.family, self.num_classes,
+                                 family_preprocess(cfg.block.family))
         if features_only:
             return
         self.final_conv = ConvNormAct(ch, cfg.head_channels, 1) if cfg.head_channels else nn.Identity()
         self.num_features = cfg.head_channels or ch
         self.head_drop = nn.Dropout(cfg.classifier_dropout)
-        self.num_classes = num_classes
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a freshly initialised one with `num_classes` outputs (0: features only)."""
-        self.num_classes = num_classes
+        self.num_classes, self.identity = num_classes, self.identity.with_classes(num_classes)
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -79,16 +79,8 @@ class MobileViT(nn.Module):
             return checkpoint(stage, x, use_reentrant=False)
         return stage(x)
 
-    def _use_channels_last(self, x: Tensor) -> bool:
-        if self.channels_last is not None:
-            return self.channels_last and x.dim() == 4
-        # Also while tracing/exporting: an exported CPU graph then computes exactly what eager mode computes.
-        return x.device.type == "cpu" and x.dim() == 4
-
     def forward_intermediates(self, x: Tensor) -> list[Tensor]:
         """One feature map per stage, at the reductions given by `feature_info` (2, 4, 8, 16, 32 by default)."""
-        if self._use_channels_last(x):
-            x = x.contiguous(memory_format=torch.channels_last)  # the convs keep it from here on
         x = self.stem(x)
         out = []
         for stage in self.stages:

@@ -17,6 +17,7 @@ from torchvision.ops import batched_nms, box_convert
 
 from ..layers import ConvNormAct
 from .backbone import MobileViT
+from .identity import Identified, replace_task
 from .ssd_loss import multibox_loss, ssd_targets
 
 
@@ -71,12 +72,13 @@ def _relu_proj(i: int, o: int) -> ConvNormAct:
     return ConvNormAct(i, o, 1, act=nn.ReLU)
 
 
-class SSDLite(nn.Module):
+class SSDLite(Identified, nn.Module):
     classifier_prefixes = tuple(f"ssd_heads.{i}.predict." for i in range(6))
 
     def __init__(self, backbone: MobileViT, num_classes: int, cfg: SSDConfig = SSDConfig()) -> None:
         super().__init__()
         self.backbone, self.num_classes, self.cfg = backbone, num_classes, cfg
+        self.identity = replace_task(backbone.identity, "detection", num_classes)
         self._sizes: dict[tuple[int, int], list[tuple[int, int]]] = {}
         c4, c5 = (f["channels"] for f in backbone.feature_info[-2:])
         e = cfg.extra_channels
@@ -110,7 +112,8 @@ class SSDLite(nn.Module):
             self.eval()  # eval mode: the probe must not touch BatchNorm statistics
             try:
                 with torch.no_grad():
-                    maps = self.feature_maps(torch.zeros(1, 3, height, width, dtype=p.dtype, device=p.device))
+                    maps = self.feature_maps(torch.zeros(1, self.backbone.stem.conv.in_channels, height, width, dtype=p.dtype,
+                                                       device=p.device))
             finally:
                 self.train(was_training)
             self._sizes[(height, width)] = [tuple(m.shape[-2:]) for m in maps]
@@ -177,7 +180,7 @@ class SSDLite(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """New class count: prediction convs are rebuilt (they interleave box and class outputs)."""
-        self.num_classes = num_classes
+        self.num_classes, self.identity = num_classes, self.identity.with_classes(num_classes)
         for head, a in zip(self.ssd_heads, self.num_anchors):
             last = isinstance(head.predict, ConvNormAct)
             in_ch = head.predict.conv.in_channels if last else head.predict.dw.conv.in_channels

@@ -1,85 +1,32 @@
-"""Names -> models. `architecture.tag`: the tag picks the settings of one official release checkpoint
-(class count, output stride, head settings, preprocessing).
+"""Names -> models: `list_models`, `create_model` (build, set the identity, load weights) and `load_model` (a model
+from one of our self-describing checkpoints alone).
 
-Architectures: every `CONFIGS` row as a classifier, and `deeplabv3_<backbone>`, `pspnet_<backbone>`,
-`ssdlite_<backbone>` for every row.
+Weights rule: a file that fits the whole model loads into it (all-or-nothing). For a segmenter or detector, a
+classifier's file (official, timm or ours; any class count) initialises the backbone only: its classifier and
+final conv are dropped, said in one log line. The class count comes from `num_classes`, else from the file (our
+identity, or the classifier's shape), else from the tag.
 """
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import fnmatch
 import inspect
 import logging
-from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from torch import nn
 
-from ..convert import to_ours
-from ..checkpoint import CheckpointError, load_state_dict_strict, read_state_dict
+from ..weights import CheckpointError, Weights, load_state_dict_strict, read_weights
+from ..weights.convert import to_ours
 from .backbone import MobileViT
 from .config import CONFIGS
 from .detection import SSDConfig, SSDLite
+from .identity import Identity
 from .segmentation import SegHeadConfig, SegmentationModel
+from .tags import DEFAULT_CLASSES, TAGS, TASKS, head_settings, split_arch, tag_for, unknown
 
 log = logging.getLogger(__name__)
-TASKS = {"deeplabv3": "segmentation", "pspnet": "segmentation", "ssdlite": "detection"}
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """How the official pipeline fed images: [0, 1] scaling, no mean/std."""
-    channel_order: Literal["rgb", "bgr"] = "rgb"
-    resize: int | tuple[int, int] = 288     # int: shorter side; (h, w): exact size
-    crop: int | None = 256                  # centre crop after the resize (None: none)
-    interpolation: Literal["bilinear", "bicubic"] = "bicubic"
-    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
-
-
-@dataclass(frozen=True)
-class Tag:
-    num_classes: int
-    preprocess: Preprocess
-    dataset: str
-    output_stride: int = 32
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-
-
-def family(backbone: str) -> str:
-    return CONFIGS[backbone].block.family
-
-
-def tag_for(arch: str, tag: str) -> Tag:
-    task, backbone = split_arch(arch)
-    v1 = family(backbone) == "v1"
-    # v1-based releases read images with OpenCV (BGR) and resize bilinearly; v2-based ones are RGB, bicubic.
-    pre = Preprocess("bgr" if v1 else "rgb", interpolation="bilinear" if v1 else "bicubic")
-    if task == "classification" and tag == "in1k":
-        return Tag(1000, pre, "imagenet")
-    if task == "segmentation" and tag in ("voc", "ade20k"):
-        ade = tag == "ade20k"
-        head = SegHeadConfig(arch.split("_")[0], rates=(12, 24, 36) if ade else (6, 12, 18),
-                             channels=256 if v1 else 512, aux_head=not v1, align_corners=not v1)
-        return Tag(150 if ade else 21, replace(pre, resize=(512, 512), crop=None), tag,
-                   output_stride=8 if ade else 16, model_kwargs={"head": head})
-    if task == "detection" and tag == "coco":
-        ssd = SSDConfig() if v1 else SSDConfig(score_threshold=0.01, pre_nms_top_k=400, per_image_limit=True)
-        return Tag(81, replace(pre, resize=(320, 320), crop=None), "coco", model_kwargs={"cfg": ssd})
-    raise KeyError(tag)
-
-
-TAGS = {"classification": ("in1k",), "segmentation": ("voc", "ade20k"), "detection": ("coco",)}
-
-
-def split_arch(arch: str) -> tuple[str, str]:
-    """'deeplabv3_mobilevitv3_xxs' -> ('segmentation', 'mobilevitv3_xxs'); a classifier -> ('classification', arch)."""
-    prefix, _, rest = arch.partition("_")
-    if prefix in TASKS and rest in CONFIGS:
-        return TASKS[prefix], rest
-    if arch in CONFIGS:
-        return "classification", arch
-    raise KeyError(arch)
+HEAD_TYPES = {"head": SegHeadConfig, "cfg": SSDConfig}
 
 
 def list_models(pattern: str = "*", *, tags: bool = False, task: str | None = None) -> list[str]:
@@ -89,66 +36,129 @@ def list_models(pattern: str = "*", *, tags: bool = False, task: str | None = No
     return [n for n in names if fnmatch.fnmatch(n, pattern) and (task is None or split_arch(n.split(".")[0])[0] == task)]
 
 
-def _unknown(kind: str, value: str, choices: list[str]) -> ValueError:
-    close = difflib.get_close_matches(value, choices, n=3, cutoff=0.5)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; see `mobilevitv3 list`"
-    return ValueError(f"unknown {kind} {value!r}{hint}")
+def _check_classes(num_classes: Any, task: str) -> None:
+    if num_classes is None:
+        return
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int):
+        raise ValueError(f"num_classes must be an integer, got {num_classes!r}")
+    low = 2 if task != "classification" else 1     # dense tasks count the background class
+    if num_classes < low:
+        raise ValueError(f"num_classes must be >= {low} for {task}, got {num_classes}")
 
 
-def get_tag(name: str) -> Tag | None:
-    arch, _, tag = name.partition(".")
-    return tag_for(arch, tag) if tag else None
+def _head_kwargs(task: str, arch: str, tag: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    given = {k: kwargs.pop(k) for k in list(kwargs) if k in HEAD_TYPES}
+    if task == "classification":
+        if given:
+            raise ValueError(f"{', '.join(given)}: head settings are for segmentation/detection models, not {arch}")
+        return {}
+    key = "head" if task == "segmentation" else "cfg"
+    if (bad := [k for k in given if k != key]):
+        raise ValueError(f"{arch} takes `{key}=` for its head, not {', '.join(bad)}")
+    value = given.get(key, head_settings(arch, tag)[key])
+    return {key: HEAD_TYPES[key](**value) if isinstance(value, dict) else value}
 
 
-def _check_kwargs(fn, kwargs: dict, name: str) -> None:
-    allowed = [p for p in inspect.signature(fn).parameters if p not in ("self", "cfg")]
+def build(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+    """The model of `architecture[.tag]` with its identity set, randomly initialised."""
+    arch, _, tag_name = name.partition(".")
+    task, backbone_name = split_arch(arch)
+    tag = tag_for(arch, tag_name) if tag_name else None
+    _check_classes(num_classes, task)
+    head = _head_kwargs(task, arch, tag_name or None, kwargs)
+    allowed = [p for p in inspect.signature(MobileViT.__init__).parameters
+               if p not in ("self", "cfg", "num_classes", "features_only")]
     for key in kwargs:
         if key not in allowed:
-            raise _unknown(f"keyword argument for {name}", key, allowed)
-
-
-def create_model(name: str, *, num_classes: int | None = None, weights: str | None = None,
-                 **kwargs: Any) -> nn.Module:
-    """Build `architecture` or `architecture.tag`; optionally load weights (official, timm or ours).
-
-    Keyword arguments go to the backbone (`output_stride`, `dropout`, `in_chans`, ...). A `num_classes` that
-    differs from the checkpoint's replaces the classifier (fine-tuning); every other tensor must fit exactly.
-    """
-    arch, _, tag_name = name.partition(".")
-    try:
-        task, backbone_name = split_arch(arch)
-    except KeyError:
-        raise _unknown("model", arch, list_models()) from None
-    try:
-        tag = tag_for(arch, tag_name) if tag_name else None
-    except KeyError:
-        raise _unknown(f"tag for {arch}", tag_name, list(TAGS[task])) from None
-    head_kwargs = dict(tag.model_kwargs) if tag else {}
-    for key in ("head", "cfg"):
-        if key in kwargs:
-            head_kwargs[key] = kwargs.pop(key)
-    _check_kwargs(MobileViT.__init__, kwargs, arch)
-    classes = num_classes if num_classes is not None else (
-        tag.num_classes if tag else {"classification": 1000, "segmentation": 21, "detection": 81}[task])
+            raise unknown(f"keyword argument for {arch}", key, allowed + list(head))
+    classes = num_classes if num_classes is not None else tag.num_classes if tag else DEFAULT_CLASSES[task]
     cfg = CONFIGS[backbone_name]
     if task == "classification":
         model = MobileViT(cfg, num_classes=classes, **kwargs)
     else:
         kwargs.setdefault("output_stride", tag.output_stride if tag else (16 if task == "segmentation" else 32))
         backbone = MobileViT(cfg, features_only=True, **kwargs)
-        if task == "segmentation":
-            model = SegmentationModel(backbone, classes, head_kwargs.get("head", SegHeadConfig(arch.split("_")[0])))
-        else:
-            model = SSDLite(backbone, classes, head_kwargs.get("cfg", SSDConfig()))
-    model.name, model.task, model.tag = name, task, tag
-    if weights is not None:
-        state = to_ours(read_state_dict(weights))
-        own, prefixes = model.state_dict(), model.classifier_prefixes
-        # Fine-tuning: an explicit new class count replaces the classifier instead of failing on its shape.
-        reset = num_classes is not None and any(
-            k.startswith(prefixes) and k in own and v.shape != own[k].shape for k, v in state.items())
-        load_state_dict_strict(model, state, name=name, skip_prefixes=prefixes if reset else ())
-        log.info("loaded %s into %s%s", weights, name, " (classifier reset to %d classes)" % classes if reset else "")
+        model = (SegmentationModel(backbone, classes, head["head"]) if task == "segmentation"
+                 else SSDLite(backbone, classes, head["cfg"]))
+    pre = tag.preprocess if tag else model.identity.preprocess
+    model.identity = Identity(arch, task, cfg.block.family, classes, pre, tag_name or None,
+                              tag.dataset if tag else None)
+    model.build_kwargs = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))}
     return model
 
-__all__ = ["CheckpointError", "Preprocess", "Tag", "create_model", "get_tag", "list_models", "split_arch"]
+
+def create_model(name: str, *, num_classes: int | None = None, weights: str | None = None,
+                 copy: Literal["model", "ema"] | None = None, **kwargs: Any) -> nn.Module:
+    """Build `architecture` or `architecture.tag`; optionally load weights (official, timm or ours; see the module
+    docstring for the rule). Keyword arguments go to the backbone (`output_stride`, `dropout`, `in_chans`, ...) or
+    the head (`head=` for segmentation, `cfg=` for detection); an unknown one is an error naming close matches."""
+    if weights is None:
+        return build(name, num_classes, **kwargs)
+    file = read_weights(weights, copy=copy)
+    state = to_ours(file.state)
+    task = split_arch(name.partition(".")[0])[0]
+    transfer = task != "classification" and not any(k.startswith("backbone.") for k in state)
+    model = build(name, num_classes if num_classes is not None or transfer else _classes_in(file, state, task),
+                  **kwargs)
+    if transfer:
+        _load_backbone(model, state, file)
+        return model
+    own, prefixes = model.state_dict(), model.classifier_prefixes
+    # Fine-tuning: an explicit new class count replaces the classifier instead of failing on its shape.
+    reset = num_classes is not None and any(
+        k.startswith(prefixes) and k in own and v.shape != own[k].shape for k, v in state.items())
+    load_state_dict_strict(model, state, name=name, skip_prefixes=prefixes if reset else ())
+    names = (file.identity or {}).get("class_names")
+    if names and not reset and len(names) == model.num_classes:
+        model.identity = model.identity.with_classes(model.num_classes, names)
+    log.info("loaded %s weights from %s into %s%s", file.copy if file.copy != "weights" else "the", weights,
+             name, f" (classifier reset to {model.num_classes} classes)" if reset else "")
+    return model
+
+
+def _classes_in(file: Weights, state: dict, task: str) -> int | None:
+    """The class count a file was trained for: our identity, else the classifier's shape."""
+    if file.identity and file.identity.get("task") == task:
+        return int(file.identity["num_classes"])
+    if task == "classification" and "fc.weight" in state:
+        return int(state["fc.weight"].shape[0])
+    if task == "segmentation" and "head.classifier.conv.weight" in state:
+        return int(state["head.classifier.conv.weight"].shape[0])
+    if task == "detection" and "ssd_heads.5.predict.conv.weight" in state:   # the last head: one 1x1 conv
+        anchors = 2 + 2 * len(SSDConfig().aspect_ratios[-1])
+        return int(state["ssd_heads.5.predict.conv.weight"].shape[0]) // anchors - 4
+    return None
+
+
+def _load_backbone(model: nn.Module, state: dict, file: Weights) -> None:
+    """A classifier's weights -> a dense model's backbone (classifier and final conv dropped)."""
+    dropped = [k for k in state if k.startswith(("fc.", "final_conv."))]
+    body = {k: v for k, v in state.items() if k not in dropped}
+    try:
+        load_state_dict_strict(model.backbone, body, name=f"the backbone of {model.name}")
+    except CheckpointError as e:
+        src = (file.identity or {}).get("arch")
+        raise CheckpointError(f"{file.path}{f' ({src})' if src else ''} is not a backbone of {model.name}: "
+                              f"{str(e).split(': ', 1)[-1]}") from None
+    log.info("loaded the backbone of %s from the %s classifier %s (its %d classifier/final-conv tensors dropped)",
+             model.name, file.copy if file.copy != "weights" else "", file.path, len(dropped))
+
+
+def load_model(path: str, *, copy: Literal["model", "ema"] | None = None, num_classes: int | None = None) -> nn.Module:
+    """A model from one of our self-describing files alone (train's last.pt/best.pt, convert's .safetensors)."""
+    file = read_weights(path, copy=copy)
+    if not file.identity or not file.identity.get("arch"):
+        raise CheckpointError(f"{path} does not say which model it holds (not written by this project): give "
+                              f"the architecture name too, e.g. `NAME --weights {path}`")
+    ident = Identity.from_dict(file.identity)
+    name = f"{ident.arch}.{ident.tag}" if ident.tag else ident.arch
+    model = create_model(name, num_classes=num_classes, weights=path, copy=copy, **file.identity.get("build", {}))
+    if num_classes is None:
+        model.identity = dataclasses.replace(model.identity, class_names=ident.class_names,
+                                             preprocess=ident.preprocess)
+    return model
+
+
+def identity_record(model: nn.Module) -> dict[str, Any]:
+    """What our files store about a model: its identity plus the plain keyword arguments it was built with."""
+    return {**model.identity.to_dict(), "build": dict(getattr(model, "build_kwargs", {}))}

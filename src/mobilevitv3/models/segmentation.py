@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..layers import ConvNormAct
 from .backbone import MobileViT
+from .identity import Identified, replace_task
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ class AuxHead(nn.Module):
         return self.classifier(self.drop(self.conv(x)))
 
 
-class SegmentationModel(nn.Module):
+class SegmentationModel(Identified, nn.Module):
     """Backbone (output stride 8 or 16) + head; eval `forward` returns logits [B, classes, H, W] at the input size,
     training `forward` returns (logits, aux_logits) when the auxiliary head exists."""
 
@@ -96,6 +97,7 @@ class SegmentationModel(nn.Module):
     def __init__(self, backbone: MobileViT, num_classes: int, head: SegHeadConfig) -> None:
         super().__init__()
         self.backbone, self.num_classes, self.head_cfg = backbone, num_classes, head
+        self.identity = replace_task(backbone.identity, "segmentation", num_classes)
         info = backbone.feature_info
         self.head = SegHead(info[-1]["channels"], num_classes, head)
         self.aux_head = AuxHead(info[-2]["channels"], num_classes, head.dropout) if head.aux_head else None
@@ -110,7 +112,7 @@ class SegmentationModel(nn.Module):
         return logits
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
+        self.num_classes, self.identity = num_classes, self.identity.with_classes(num_classes)
         self.head.classifier = ConvNormAct(self.head.classifier.conv.in_channels, num_classes, 1, norm=False,
                                            act=None, bias=True)
         if self.aux_head is not None:

@@ -22,7 +22,7 @@ class Task:
     `build_datasets(cfg, model, *, train=True) -> (train_set | None, val_set)`
         `cfg` is the resolved `TrainConfig` (fields: `data`, `image_size`, `eval_resize`, `eval_crop`, augmentation
         fields, and `task_options: dict` for anything task-specific, e.g. `{"mask_fill": 255}`); `model` is the
-        unwrapped model, whose `model.tag.preprocess` (may be None) says the channel order, resize, crop and
+        unwrapped model, whose `model.identity.preprocess` says the channel order, resize, crop and
         interpolation of its checkpoint. With `train=False` (`mobilevitv3 eval`) return `(None, val_set)` and do not
         touch the training split. A missing or empty dataset is a `UserError` with one clear line.
         * The **training** set is read through the engine's batch sampler (`mobilevitv3.data.sampler`), so its
@@ -59,17 +59,14 @@ class Task:
         `self.main_metric` (used for `best.pt`) and may contain `skipped_count`. `autocast` is a context-manager
         factory (call it: `with autocast(): ...`).
 
-    `param_groups(model, cfg) -> list[dict]`
-        Optimiser parameter groups. The default applies weight decay per `cfg.no_decay_bn_filter_bias` (1-D
-        parameters, i.e. biases and norm weights, without decay). A group may carry `"lr_multiplier": float`; the
-        scheduler sets that group's lr to `multiplier × scheduled lr` (segmentation uses this for its head).
-        `mobilevitv3.train.optim.param_groups(modules_or_params, cfg, lr_multiplier=...)` builds such groups.
+    `is_head(parameter_name) -> bool`
+        Whether a parameter trains at `cfg.head_lr_multiplier` x the scheduled lr (the dense heads); the trainer
+        builds the optimiser groups (weight decay per `cfg.no_decay_bn_filter_bias`) from this.
 
     `predict(model, images, *, device, top_k, cfg=None) -> list[dict]`
         Used by `mobilevitv3 predict`: `images` is a list of RGB `PIL.Image`s; `model` is an eval-mode model with its
-        `name` and `tag` (preprocessing from `model.tag.preprocess` when present) and, when known, `class_names`
-        (a list indexed by class). `cfg` is the TrainConfig saved in one of our checkpoints (its eval sizes), or
-        None. Return one JSON-able dict per image.
+        `identity` (preprocessing, class names when known). `cfg` is the TrainConfig saved in one of our
+        checkpoints (its eval sizes), or a default one for the model. Return one JSON-able dict per image.
 
     `main_metric` / `higher_is_better`
         The metric name in `evaluate`'s dict that decides `best.pt`, and its direction (top1/True, miou/True,
@@ -112,10 +109,9 @@ class Task:
                  channels_last: bool = False) -> dict[str, float]:
         raise NotImplementedError
 
-    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
-        from ..train.optim import param_groups
-        return param_groups(model, cfg)
+    def is_head(self, parameter_name: str) -> bool:
+        return False
 
     def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5,
-                cfg: Any = None) -> list[dict]:
+                cfg: Any) -> list[dict]:
         raise NotImplementedError

@@ -1,5 +1,5 @@
 """Image classification: ImageFolder / digits data, label-smoothed cross-entropy (soft targets under
-MixUp/CutMix), top-1/top-5 accuracy via torchmetrics (reduced over DDP ranks), top-k prediction."""
+MixUp/CutMix), top-1/top-5 accuracy (`tasks.metrics.Accuracy`, reduced over DDP ranks), top-k prediction."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from torchmetrics import MeanMetric, SumMetric
-from torchmetrics.classification import MulticlassAccuracy
 
 from ..data import classification as datasets
 from ..data.transforms import batch_mix, eval_transform, pipeline
 from ..errors import UserError
 from .base import Task
+from .metrics import Accuracy, rank_sum
 
 
 class Collate:
@@ -66,34 +65,24 @@ class Classification(Task):
     @torch.no_grad()
     def evaluate(self, model: nn.Module, loader: DataLoader, *, device: torch.device, autocast,
                  channels_last: bool = False) -> dict[str, float]:
-        k = model.num_classes
-        top1 = MulticlassAccuracy(k, top_k=1, average="micro").to(device)
-        top5 = MulticlassAccuracy(k, top_k=min(5, k), average="micro").to(device)
-        loss, images, skipped = MeanMetric().to(device), SumMetric().to(device), SumMetric().to(device)
+        acc, skipped = Accuracy(model.num_classes, 5, device), 0
         for batch in loader:
             x, y, bad = self.to_device(batch, device, channels_last=channels_last)
-            skipped.update(float(bad))
+            skipped += int(bad)
             if x is None:
                 continue
             with autocast():
                 logits = model(x).float()
-            top1.update(logits, y)
-            top5.update(logits, y)
-            loss.update(F.cross_entropy(logits, y), weight=len(y))
-            images.update(float(len(y)))
-        n = int(images.compute())   # every rank calls compute(): torchmetrics all-gathers the states
-        return {"top1": 100 * float(top1.compute()) if n else 0.0, "top5": 100 * float(top5.compute()) if n else 0.0,
-                "loss": float(loss.compute()) if n else float("nan"), "images": n,
-                "skipped_count": int(skipped.compute())}
+            acc.update(logits, y, float(F.cross_entropy(logits, y, reduction="sum")))
+        return acc.compute() | {"skipped_count": int(rank_sum(skipped, device))}
 
     @torch.no_grad()
     def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5,
-                cfg: Any = None) -> list[dict]:
-        from ..train.config import TrainConfig
-        transform = eval_transform(pipeline(cfg or TrainConfig(model=model.name), model))
+                cfg: Any) -> list[dict]:
+        transform = eval_transform(pipeline(cfg, model))
         batch = torch.stack([transform(im) for im in images]).to(device)
         probs = model(batch).float().softmax(-1)
-        names = getattr(model, "class_names", None)
+        names = model.identity.class_names
         values, indices = probs.topk(min(top_k, probs.shape[-1]), dim=-1)
         return [{"top": [{"class": int(i), "name": names[i] if names else str(int(i)), "prob": round(float(p), 6)}
                          for p, i in zip(vs, ids)]} for vs, ids in zip(values, indices)]

@@ -14,8 +14,8 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from ..data.classes import class_names
-from ..data.transforms import model_preprocess
-from ..models.registry import family, split_arch
+from ..data.transforms import model_preprocess, tagged
+from .metrics import rank_sum  # noqa: F401  (the dense tasks import it from here)
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ def dense_input(cfg: Any, model: nn.Module) -> DenseInput:
     untagged model evaluates at `image_size`. v1-based releases resized with OpenCV (no antialiasing), v2-based
     with PIL (antialiased)."""
     pre = model_preprocess(model)
-    size = pre.resize if getattr(model, "tag", None) is not None and isinstance(pre.resize, tuple) else None
+    size = pre.resize if tagged(model) and isinstance(pre.resize, tuple) else None
     size = size or (cfg.image_size, cfg.image_size)
-    v1 = family(split_arch(model.name.split(".")[0])[1]) == "v1"
+    v1 = model.identity.family == "v1"
     return DenseInput(cfg.channel_order or pre.channel_order, cfg.interpolation or pre.interpolation,
                       tuple(size), antialias=not v1, mean=tuple(pre.mean), std=tuple(pre.std))
 
@@ -54,12 +54,11 @@ def base_dataset(dataset: Dataset) -> Dataset:
 
 def names_for(model: nn.Module) -> list[str] | None:
     """Class names: from the checkpoint (`model.class_names`), else the tag's data set when the class count fits."""
-    names = getattr(model, "class_names", None)
-    if names and len(names) == model.num_classes:
-        return list(names)
-    tag = getattr(model, "tag", None)
-    if tag is not None:
-        names = class_names(tag.dataset)
+    ident = model.identity
+    if ident.class_names and len(ident.class_names) == model.num_classes:
+        return list(ident.class_names)
+    if ident.dataset is not None:
+        names = class_names(ident.dataset)
         return names if len(names) == model.num_classes else None
     return None
 
@@ -97,18 +96,6 @@ def all_gather(obj: Any) -> list[Any]:
     return out
 
 
-def rank_sum(value: float, device: torch.device) -> float:
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t.item())
-
-
-def head_param_groups(model: nn.Module, cfg: Any) -> list[dict]:
-    """Backbone at the scheduled lr, everything else (heads, extra layers) at `head_lr_multiplier` x."""
-    from ..train.optim import param_groups
-    named = list(model.named_parameters())
-    backbone = [(n, p) for n, p in named if n.startswith("backbone.")]
-    heads = [(n, p) for n, p in named if not n.startswith("backbone.")]
-    return param_groups(backbone, cfg) + param_groups(heads, cfg, lr_multiplier=cfg.head_lr_multiplier)
+def is_head(parameter_name: str) -> bool:
+    """Heads and extra layers (trained at `head_lr_multiplier` x the scheduled lr): all but the backbone."""
+    return not parameter_name.startswith("backbone.")

@@ -22,10 +22,10 @@ from ..data.classes import class_names, coco_category_ids
 from ..data.coco import CocoBoxes
 from ..data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransform
 from ..errors import UserError
-from ..metrics import COCO_STATS, coco_map, coco_results
+from .metrics import COCO_STATS, coco_map, coco_results
 from .base import Task
 from .dense import (
-    all_gather, base_dataset, dense_input, head_param_groups, names_for, palette, pil_to_image, rank_sum, stack_batch)
+    all_gather, base_dataset, dense_input, is_head, names_for, palette, pil_to_image, rank_sum, stack_batch)
 
 DISPLAY_SCORE = 0.3     # `predict` lists and draws detections at least this confident
 
@@ -94,17 +94,16 @@ class Detection(Task):
         return metrics | {"loss": rank_sum(loss_sum, device) / max(n, 1), "images": int(n),
                           "skipped_count": int(rank_sum(skipped, device))}
 
-    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
-        """Backbone at the scheduled lr; extra layers and SSD heads at `head_lr_multiplier` x (official: 1)."""
-        return head_param_groups(model, cfg)
+    def is_head(self, parameter_name: str) -> bool:
+        """extra layers and SSD heads at `head_lr_multiplier` x the scheduled lr (official: 1)."""
+        return is_head(parameter_name)
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any = None,
+    def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any,
                 overlay_paths: list[str | Path] | None = None) -> list[dict]:
         """Per image: detections scoring at least `DISPLAY_SCORE`, best first, boxes (x1, y1, x2, y2) in pixels of the
         original image; with `overlay_paths`, the boxes, names and scores drawn into those PNGs."""
-        from ..train.config import TrainConfig
-        inp = dense_input(cfg or TrainConfig(model=model.name), model)
+        inp = dense_input(cfg, model)
         transform = DetEvalTransform(inp.eval_size, **inp.kwargs())
         names = names_for(model) or [str(i) for i in range(model.num_classes)]
         coco_ids = coco_category_ids() if names == class_names("coco") else None   # report the original ids too

@@ -21,17 +21,17 @@ from ..data.classes import class_names
 from ..data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform
 from ..data.voc import VOC, voc_segmentation
 from ..errors import UserError
-from ..metrics import ConfusionMatrix
+from .metrics import ConfusionMatrix
 from .base import Task
 from .dense import (
-    base_dataset, dense_input, head_param_groups, names_for, palette, pil_to_image, rank_sum, stack_batch)
+    base_dataset, dense_input, is_head, names_for, palette, pil_to_image, rank_sum, stack_batch)
 
 DATASETS = {"voc": (VOC, voc_segmentation), "ade20k": (ADE20K, ade20k_segmentation)}
 
 
 def dataset_kind(cfg: Any, model: nn.Module) -> str:
     """`task_options.dataset`, else the model tag's data set, else whichever published layout `--data` holds."""
-    kind = cfg.task_options.get("dataset") or getattr(getattr(model, "tag", None), "dataset", None)
+    kind = cfg.task_options.get("dataset") or model.identity.dataset
     if kind is None:
         root = Path(cfg.data)
         kind = "ade20k" if (root / "ADEChallengeData2016").is_dir() or (root / "annotations" / "training").is_dir() \
@@ -109,17 +109,16 @@ class Segmentation(Task):
         return matrix.compute(names) | {"images": int(rank_sum(images, device)),
                                         "skipped_count": int(rank_sum(skipped, device))}
 
-    def param_groups(self, model: nn.Module, cfg: Any) -> list[dict]:
-        """Backbone at the scheduled lr; both heads at `head_lr_multiplier` x (the v1-based recipe: 10)."""
-        return head_param_groups(model, cfg)
+    def is_head(self, parameter_name: str) -> bool:
+        """both heads at `head_lr_multiplier` x the scheduled lr (the v1-based recipe: 10)."""
+        return is_head(parameter_name)
 
     @torch.no_grad()
-    def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any = None,
+    def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any,
                 overlay_paths: list[str | Path] | None = None) -> list[dict]:
         """Per image: the classes found, by pixel share (at most `top_k`); with `overlay_paths`, the mask drawn over
         each image into that PNG."""
-        from ..train.config import TrainConfig
-        inp = dense_input(cfg or TrainConfig(model=model.name), model)
+        inp = dense_input(cfg, model)
         transform = SegEvalTransform(inp.eval_size, **inp.kwargs())
         names = names_for(model) or [str(i) for i in range(model.num_classes)]
         results = []

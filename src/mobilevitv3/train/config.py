@@ -6,7 +6,6 @@ the official ImageNet / VOC / COCO settings as flat `field: value` mappings.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import json
@@ -106,10 +105,10 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
-_HINTS = typing.get_type_hints(TrainConfig)
+HINTS = typing.get_type_hints(TrainConfig)
 
 
-def _base_type(hint: Any) -> tuple[Any, bool]:
+def base_type(hint: Any) -> tuple[Any, bool]:
     """(the non-None type, whether None is allowed) of an annotation such as `int | None`."""
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -120,7 +119,7 @@ def _base_type(hint: Any) -> tuple[Any, bool]:
 
 def coerce(name: str, value: Any) -> Any:
     """Check/convert one value (from YAML or a flag string) to the field's type; a mismatch is a UserError."""
-    hint, optional = _base_type(_HINTS[name])
+    hint, optional = base_type(HINTS[name])
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
         if optional:
             return None
@@ -210,24 +209,3 @@ def from_dict(values: dict[str, Any]) -> TrainConfig:
     """A config saved in a checkpoint / config.yaml (unknown fields from newer versions are an error)."""
     _check_names(values, "saved config")
     return TrainConfig(**{k: coerce(k, v) for k, v in values.items()})
-
-
-def add_flags(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
-    """One `--field-name` flag per TrainConfig field; unset flags stay out of the namespace (no override)."""
-    group = parser.add_argument_group("training configuration (every TrainConfig field; overrides the recipe)")
-    for name in FIELDS:
-        if name in skip:
-            continue
-        hint, _ = _base_type(_HINTS[name])
-        flag = "--" + name.replace("_", "-")
-        default = FIELDS[name].default
-        shown = "{}" if default is dataclasses.MISSING else default
-        kind = "true/false" if hint is bool else "JSON" if hint is dict else "A,B" if typing.get_origin(hint) is tuple \
-            else "|".join(typing.get_args(hint)) if typing.get_origin(hint) is Literal else ""
-        group.add_argument(flag, dest=f"cfg_{name}", default=argparse.SUPPRESS, metavar=kind or name.upper(),
-                           nargs="?" if hint is bool else None, const="true" if hint is bool else None,
-                           help=f"default: {shown}")
-
-
-def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    return {k.removeprefix("cfg_"): v for k, v in vars(args).items() if k.startswith("cfg_")}

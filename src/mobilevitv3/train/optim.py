@@ -7,7 +7,7 @@ within an epoch. Each parameter group may carry `lr_multiplier` (a segmentation 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Callable
 
 import torch
 from torch import nn
@@ -15,17 +15,20 @@ from torch import nn
 from .config import TrainConfig
 
 
-def param_groups(model: nn.Module | Iterable[tuple[str, nn.Parameter]], cfg: TrainConfig, *,
-                 lr_multiplier: float = 1.0) -> list[dict]:
-    """Weight-decay groups of a model (or of named parameters). With `no_decay_bn_filter_bias`, every 1-D parameter
-    (biases, BatchNorm/GroupNorm/LayerNorm weights) gets no decay, as the official code decides by `ndim`."""
-    named = model.named_parameters() if isinstance(model, nn.Module) else model
-    decay, no_decay = [], []
-    for _, p in named:
-        if p.requires_grad:
-            (no_decay if cfg.no_decay_bn_filter_bias and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay, "lr_multiplier": lr_multiplier},
-              {"params": no_decay, "weight_decay": 0.0, "lr_multiplier": lr_multiplier}]
+def param_groups(model: nn.Module, cfg: TrainConfig, *, is_head: Callable[[str], bool] = lambda name: False
+                 ) -> list[dict]:
+    """Weight-decay groups of a model, backbone first, then the head parameters (`is_head`) at
+    `head_lr_multiplier` x. With `no_decay_bn_filter_bias`, every 1-D parameter (biases, BatchNorm/GroupNorm/
+    LayerNorm weights) gets no decay, as the official code decides by `ndim`."""
+    groups = []
+    for head in (False, True):
+        decay, no_decay = [], []
+        for name, p in model.named_parameters():
+            if p.requires_grad and is_head(name) == head:
+                (no_decay if cfg.no_decay_bn_filter_bias and p.ndim <= 1 else decay).append(p)
+        mult = cfg.head_lr_multiplier if head else 1.0
+        groups += [{"params": decay, "weight_decay": cfg.weight_decay, "lr_multiplier": mult},
+                   {"params": no_decay, "weight_decay": 0.0, "lr_multiplier": mult}]
     return [g for g in groups if g["params"]]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..checkpoint import atomic_write
+from ..weights import atomic_write
 
 
 def write_config(config: dict[str, Any], path: Path) -> None:
@@ -50,13 +50,15 @@ def _num(value: Any) -> float:
 
 
 def plot_curves(records: list[dict[str, Any]], path: Path, *, metric: str = "top1") -> None:
-    """Loss (train, val) and the main metric (raw and EMA weights) per epoch, with matplotlib's Agg backend."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """Loss (train, val) and the main metric (raw and EMA weights) per epoch. A bare `Figure` with its own Agg
+    canvas: pyplot's global backend and figure list (a notebook user's) are never touched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = [r["epoch"] for r in records]
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    FigureCanvasAgg(fig)
+    ax_loss, ax_metric = fig.subplots(1, 2)
     for key, label in (("train_loss", "train"), ("val_loss", "val")):
         if any(key in r for r in records):
             ax_loss.plot(epochs, [_num(r.get(key)) for r in records], marker=".", label=label)
@@ -70,4 +72,3 @@ def plot_curves(records: list[dict[str, Any]], path: Path, *, metric: str = "top
         ax.legend()
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)

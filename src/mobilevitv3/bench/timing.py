@@ -25,10 +25,12 @@ from typing import Callable, Literal
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
-from .fuse import fuse
-from .models import create_model, list_models
-from .profile import official_macs, param_count, true_macs
+from ..errors import UserError
+from ..export import export
+from ..export.onnx import ort_session
+from ..layers import fuse
+from ..models import create_model, list_models
+from .counting import official_macs, param_count, true_macs
 
 log = logging.getLogger(__name__)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -252,28 +254,13 @@ def peak_memory_mb(fn: Callable[[], object], cfg: BenchConfig) -> float:
 
 
 def _onnx_session(model: nn.Module, example: Tensor, cfg: BenchConfig):
-    """An onnxruntime session for `model` (exported to a temporary file, batch axis dynamic)."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    if cfg.threads:
-        options.intra_op_num_threads, options.inter_op_num_threads = cfg.threads, 1
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if cfg.device == "cuda" else ["CPUExecutionProvider"]
+    """An onnxruntime session on the package's own ONNX export of `model` (batch axis dynamic)."""
+    if cfg.device == "cuda":
+        raise UserError("--runtime onnxruntime times the CPU execution provider; drop --device cuda")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
-        _export_onnx(model.cpu().eval(), example.cpu(), path)
-        return ort.InferenceSession(path, options, providers=providers)
-
-
-def _export_onnx(model: nn.Module, example: Tensor, path: str) -> None:
-    """Opset 17 through the TorchScript-based exporter; the torch.export-based one (opset 18) if that fails."""
-    kwargs = dict(input_names=["image"], dynamic_axes={"image": {0: "batch"}})
-    try:
-        torch.onnx.export(model, (example,), path, dynamo=False, opset_version=17, **kwargs)
-    except Exception as e:  # noqa: BLE001 -- the legacy exporter's failures are varied; the fallback decides
-        log.info("legacy ONNX export failed (%s); using the torch.export-based exporter", str(e).splitlines()[0])
-        batch = torch.export.Dim("batch", min=1, max=1024)
-        torch.onnx.export(model, (example,), path, dynamo=True, opset_version=18, input_names=["image"],
-                          dynamic_shapes=({0: batch},))
+        export(model.cpu().eval(), "onnx", path, image_size=tuple(example.shape[-2:]), dynamic_batch=True)
+        return ort_session(path, threads=cfg.threads)
 
 
 def _expand(names: list[str]) -> list[str]:
@@ -335,32 +322,3 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-
-def chart(report: dict, path: str) -> None:
-    """Median latency against parameters, ours and (where timed) timm's, as a PNG."""
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for side, marker in (("ours", "o"), ("timm", "s")):
-        rows = [(r["name"], r if side == "ours" else r.get("timm")) for r in report["results"]]
-        rows = [(n, s) for n, s in rows if s and s.get("latency_ms_median")]
-        if not rows:
-            continue
-        xs, ys = [s["params"] / 1e6 for _, s in rows], [s["latency_ms_median"] for _, s in rows]
-        ax.scatter(xs, ys, marker=marker, label="mobilevitv3" if side == "ours" else "timm")
-        if side == "ours":
-            for (n, _), x, y in zip(rows, xs, ys):
-                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    c, env = report["config"], report["environment"]
-    where = env.get("gpu") or f"{env['cpu']}, {env['threads']} threads"
-    flags = "".join(f", {label}" for key, label in (("channels_last", "channels-last"), ("compile", "compiled"),
-                                                     ("fuse", "BN folded (ours)")) if c[key])
-    ax.set(xlabel="parameters (M)", ylabel="median latency (ms)",
-           title=f"batch {c['batch_size']}, {c['image_size']}px, {c['dtype']}, {c['runtime']}{flags} -- {where}")
-    ax.margins(x=0.15, y=0.1)
-    ax.title.set_fontsize(8)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.savefig(path, dpi=130)

@@ -25,8 +25,11 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
-from .errors import UserError
-from .export_backends import BACKENDS, Job
+from ..errors import UserError
+from ..layers import MobileViTBlock, fuse as fold_batchnorm
+from ..models import identity_record
+from . import edge, onnx, torch_formats
+from .job import Backend, Job
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,14 @@ FORMATS = {
     "tflite": Format(".tflite", (("litert_torch", "litert-torch>=0.10.0"), ("ai_edge_litert", "ai-edge-litert")),
                      fp16=False, dynamic_batch=False),  # litert-torch 0.10 cannot lower symbolic reshapes
 }
+BACKENDS = {
+    "onnx": Backend(onnx.write_onnx, onnx.load_onnx),
+    "torchscript": Backend(torch_formats.write_torchscript, torch_formats.load_torchscript),
+    "exported-program": Backend(torch_formats.write_exported_program, torch_formats.load_exported_program),
+    "coreml": Backend(edge.write_coreml, edge.load_coreml),
+    "executorch": Backend(edge.write_executorch, edge.load_executorch),
+    "tflite": Backend(edge.write_tflite, edge.load_tflite),
+}
 
 
 def export(model: nn.Module, fmt: str, out: str | os.PathLike, *, image_size: int | tuple[int, int] | None = None,
@@ -78,7 +89,7 @@ def export(model: nn.Module, fmt: str, out: str | os.PathLike, *, image_size: in
     path = _output_path(out, spec)
     dtype = torch.float16 if fp16 else torch.float32
     reference = copy.deepcopy(model).cpu().float().eval()
-    deployed = _fused(copy.deepcopy(reference)) if fuse else copy.deepcopy(reference)
+    deployed = fold_batchnorm(reference) if fuse else copy.deepcopy(reference)
     deployed = deployed.to(dtype).eval().requires_grad_(False)  # inference graphs; traced in-place ops stay valid
     expected = _eager(reference, _check_shapes(batch_size, height, width, dynamic_batch, multiple))
     # torch.export specialises a dimension whose example is 1 (a batch of 1, or one size step): trace with 2.
@@ -138,17 +149,15 @@ def _write_and_load(fmt: str, job: Job, path: Path) -> tuple[str, Callable[[Tens
 
 def default_image_size(model: nn.Module) -> tuple[int, int]:
     """The tag's evaluation size (crop, or the fixed resize of dense tasks); 256 without a tag."""
-    tag = getattr(model, "tag", None)
-    if tag is None:
+    if model.identity.tag is None:
         return 256, 256
-    pre = tag.preprocess
+    pre = model.identity.preprocess
     size = pre.crop if pre.crop else pre.resize
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
 def size_multiple(model: nn.Module) -> int:
     """Smallest step of input sizes at which every MobileViT block sees an even map: 2x its largest reduction."""
-    from .layers import MobileViTBlock
     backbone = getattr(model, "backbone", model)
     reductions = [f["reduction"] for f in backbone.feature_info
                   if any(isinstance(m, MobileViTBlock) for m in backbone.get_submodule(f["module"]).modules())]
@@ -160,32 +169,35 @@ def deploy_metadata(model: nn.Module, size: tuple[int, int], multiple: int, dtyp
     """What a runtime needs beside the graph: input layout and size, the tag's preprocessing, the box coding.
 
     Preprocessing: pixels * `scale` (to [0, 1]), then (x - mean) / std per channel, in `channel_order`."""
-    from . import __version__
-    meta = {"producer": f"mobilevitv3 {__version__}", "model": _name(model), "task": str(getattr(model, "task", "")),
+    from importlib.metadata import version
+    ident = model.identity
+    meta = {"producer": f"mobilevitv3 {version('mobilevitv3')}", "model": ident.name, "task": ident.task,
             "input_name": "image", "input_layout": "NCHW", "input_dtype": str(dtype).removeprefix("torch."),
             "input_size": json.dumps(list(size)), "batch": "dynamic" if dynamic_batch else "static",
             "size_multiple": str(multiple) if multiple else "static",
             "output_names": json.dumps(_output_names(model))}
-    tag = getattr(model, "tag", None)
-    if tag is not None:
-        pre = tag.preprocess
-        meta |= {"dataset": tag.dataset, "num_classes": str(tag.num_classes), "channel_order": pre.channel_order,
-                 "scale": repr(1 / 255), "resize": json.dumps(pre.resize), "crop": json.dumps(pre.crop),
-                 "interpolation": pre.interpolation, "mean": json.dumps(list(pre.mean)),
-                 "std": json.dumps(list(pre.std))}
+    pre = ident.preprocess
+    meta |= {"num_classes": str(ident.num_classes), "channel_order": pre.channel_order,
+             "scale": repr(1 / 255), "resize": json.dumps(pre.resize), "crop": json.dumps(pre.crop),
+             "interpolation": pre.interpolation, "mean": json.dumps(list(pre.mean)), "std": json.dumps(list(pre.std)),
+             "identity": json.dumps(identity_record(model))}
+    if ident.dataset:
+        meta["dataset"] = ident.dataset
+    if ident.class_names:
+        meta["class_names"] = json.dumps(list(ident.class_names))
     cfg = getattr(model, "cfg", None)
-    if getattr(model, "task", None) == "detection" and cfg is not None:
+    if ident.task == "detection" and cfg is not None:
         meta |= {"box_coding": "ssd (cx, cy, w, h) priors from model.anchors(h, w); class 0 is background",
                  "center_variance": repr(cfg.center_variance), "size_variance": repr(cfg.size_variance)}
     return meta
 
 
 def _name(model: nn.Module) -> str:
-    return getattr(model, "name", type(model).__name__)
+    return model.identity.name
 
 
 def _output_names(model: nn.Module) -> list[str]:
-    return ["class_logits", "box_regressions"] if getattr(model, "task", None) == "detection" else ["logits"]
+    return ["class_logits", "box_regressions"] if model.identity.task == "detection" else ["logits"]
 
 
 def _format(fmt: str) -> Format:
@@ -270,18 +282,6 @@ def _compare(run: Callable[[Tensor], list[Tensor]], expected: list[tuple[Tensor,
         raise ExportError(f"the exported model differs from eager PyTorch by {diff:.3g} on input {worst} "
                           f"(tolerance {tol:.3g})")
     return {"max_abs_diff": diff, "tolerance": tol, "checked_inputs": checked}
-
-
-def _fused(model: nn.Module) -> nn.Module:
-    try:
-        from .fuse import fuse
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.fuse":
-            raise
-        raise UserError("--fuse needs mobilevitv3.fuse (BatchNorm folding), which this version does not have yet"
-                        ) from None
-    fused = fuse(model)
-    return model if fused is None else fused
 
 
 def _output_path(out: str | os.PathLike, spec: Format) -> Path:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .layers.attention import MultiHeadAttention
+from ..layers.attention import MultiHeadAttention
 
 
 def param_count(model: nn.Module) -> int:

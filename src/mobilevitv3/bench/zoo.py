@@ -1,10 +1,10 @@
 """Model-zoo summaries behind `mobilevitv3 list` and `mobilevitv3 ablation`: counted, never copied."""
 from __future__ import annotations
 
-from .models import ABLATION, create_model, list_models
-from .models.backbone import MobileViT
-from .models.config import PAPER
-from .profile import official_macs, param_count, true_macs
+from ..models import ABLATION, create_model, list_models
+from ..models.backbone import MobileViT
+from ..models.config import PAPER
+from .counting import official_macs, param_count, true_macs
 
 
 def _row(model, name: str, image_size: int) -> dict:

@@ -21,15 +21,15 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..models.registry import create_model, split_arch
+from ..models import create_model, split_arch
 from ..tasks import get_task
-from . import distributed, state
+from . import checkpoints, distributed
+from .checkpoints import Progress
 from .config import TrainConfig
 from .ema import ModelEMA
-from .loop import Loaders, build_loaders
-from .optim import LRSchedule, build_optimizer
+from .loaders import Loaders, batch_len, build_loaders
+from .optim import LRSchedule, build_optimizer, param_groups
 from .runlog import MetricsLog, plot_curves, write_config
-from .state import Progress
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class Trainer:
         self.cfg, self.model, self.loaders = self._build(cfg)
         self.amp_dtype = _amp(self.cfg, ctx.device)
         self.ema = ModelEMA(self.model, self.cfg.ema_momentum) if self.cfg.ema else None
-        self.optimizer = build_optimizer(self.task.param_groups(self.model, self.cfg), self.cfg)
+        self.optimizer = build_optimizer(param_groups(self.model, self.cfg, is_head=self.task.is_head), self.cfg)
         self.schedule = LRSchedule(self.cfg)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.ddp = self._wrap(self.model)
@@ -126,7 +126,7 @@ class Trainer:
     def _prepare_out(self) -> None:
         last = self.out / "last.pt"
         if self.cfg.resume and last.is_file():
-            self._restore(state.load(last))
+            self._restore(checkpoints.load(last))
         elif last.is_file() and not self.cfg.resume:
             raise UserError(f"{self.out} already holds a run (last.pt): add --resume to continue it, or choose "
                             f"another --out")
@@ -149,7 +149,7 @@ class Trainer:
 
     def save_last(self) -> None:
         if self.ctx.main:
-            state.save_last(self.out / "last.pt", model=self.model, ema=self.ema, optimizer=self.optimizer,
+            checkpoints.save_last(self.out / "last.pt", model=self.model, ema=self.ema, optimizer=self.optimizer,
                             scaler=self.scaler, progress=self.progress, config=self.cfg.to_dict(),
                             classes=self.classes)
 
@@ -167,8 +167,65 @@ class Trainer:
         return self._summary(time.perf_counter() - start)
 
     def _train_epoch(self, stop: Stop) -> dict[str, float] | None:
-        from .loop import train_steps
-        return train_steps(self, stop)
+        """One epoch from `self.progress.step`; the epoch's mean stats, or None when stopped by Ctrl-C."""
+        cfg, p, ctx = self.cfg, self.progress, self.ctx
+        torch.manual_seed(cfg.seed * 1_000_003 + p.epoch * 1009 + p.step * 7 + ctx.rank)   # reproducible epochs
+        self.loaders.sampler.set_epoch(p.epoch, p.step)
+        total = p.step + len(self.loaders.sampler)
+        if cfg.max_steps_per_epoch:
+            total = min(total, cfg.max_steps_per_epoch)
+        self.model.train()
+        sums: dict[str, float] = {}
+        steps = images = 0
+        lr, start = 0.0, time.perf_counter()
+        bar = progress_bar(self.loaders.train, total=total - p.step, desc=f"epoch {p.epoch + 1}/{cfg.epochs}",
+                           enabled=ctx.main)
+        for batch in bar:
+            if p.step >= total:
+                break
+            lr = self.schedule.apply(self.optimizer, p.iteration, p.epoch)
+            batch = self.task.to_device(batch, ctx.device, channels_last=cfg.channels_last)
+            boundary = (p.step + 1) % cfg.accum_steps == 0 or p.step + 1 == total
+            with contextlib.nullcontext() if boundary or not ctx.enabled else self.ddp.no_sync():
+                with self.autocast():
+                    loss, stats = self.task.training_loss(self.ddp, batch, cfg)
+                stop_now, bad = distributed.any_rank(stop.requested, not bool(torch.isfinite(loss)), ctx=ctx)
+                if bad:
+                    raise self._non_finite(loss)
+                self.scaler.scale(loss / cfg.accum_steps).backward()
+            if boundary:
+                self._optimizer_step()
+            p.step, steps, images = p.step + 1, steps + 1, images + batch_len(batch)
+            for k, v in {"train_loss": float(loss.detach()), **stats}.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if ctx.main and steps % 10 == 0:
+                bar.set_postfix(loss=f"{sums['train_loss'] / steps:.3f}", lr=f"{lr:.2e}", refresh=False)
+            if stop_now and boundary:
+                return None
+        bar.close()
+        seconds = time.perf_counter() - start
+        counts = distributed.sum_ranks({k: v for k, v in sums.items() if k.endswith("_count")}, ctx=ctx)
+        out = {"train_loss": None} | {k: v / max(steps, 1) for k, v in sums.items()} | counts
+        return out | {"lr": lr, "images_per_s": round(images * ctx.world / max(seconds, 1e-9), 1),
+                      "epoch_time_s": round(seconds, 1)}
+
+    def _optimizer_step(self) -> None:
+        if self.cfg.grad_clip:
+            self.scaler.unscale_(self.optimizer)      # clip the true gradients, not the fp16-scaled ones
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.progress.iteration += 1
+
+    def _non_finite(self, loss: torch.Tensor) -> Exception:
+        last = self.out / "last.pt"
+        kept = f"{last} (from before epoch {self.progress.epoch + 1}) is left as it was" if last.is_file() \
+            else "no checkpoint had been written yet"
+        return NonFiniteLoss(f"non-finite loss ({float(loss.detach()):.4g}) at epoch {self.progress.epoch + 1}, step "
+                             f"{self.progress.step + 1}; training stopped, {kept}")
 
     def _end_epoch(self, stats: dict[str, float]) -> None:
         p = self.progress
@@ -198,7 +255,7 @@ class Trainer:
         self.metrics.append(record)
         if improved:
             weights = (self.ema.module if source == "ema" else self.model).state_dict()
-            state.save_best(self.out / "best.pt", weights=weights, source=source, epoch=record["epoch"],
+            checkpoints.save_best(self.out / "best.pt", weights=weights, source=source, epoch=record["epoch"],
                             metrics=record, config=self.cfg.to_dict(), classes=self.classes)
         self.save_last()
         plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)

@@ -18,10 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..errors import UserError
-from ..models.registry import create_model
+from ..models import create_model
+from ..tasks import get_task
+from ..train.checkpoints import saved_config
 from ..train.config import TrainConfig, from_dict
-from ..train.state import saved_config
-from . import get_task
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,9 @@ def load_model(name: str, weights: str, *, device: torch.device) -> tuple[nn.Mod
     saved, classes = saved_config(weights)
     cfg = replace(from_dict(saved), model=name, weights=None, resume=False) if saved else TrainConfig(model=name)
     model = create_model(name, num_classes=cfg.num_classes if saved else None, weights=weights)
-    tag = getattr(model, "tag", None)
-    model.class_names = classes or (imagenet_classes() if tag is not None and tag.dataset == "imagenet" else None)
+    names = classes or (imagenet_classes() if model.identity.dataset == "imagenet" else None)
+    if names and len(names) == model.num_classes:
+        model.identity = model.identity.with_classes(model.num_classes, names)
     if classes:
         cfg = replace(cfg, task_options={**cfg.task_options, "classes": classes})
     return model.to(device).eval(), cfg

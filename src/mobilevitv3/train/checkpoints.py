@@ -1,5 +1,5 @@
 """Training checkpoints: plain types and tensors only (`torch.load(weights_only=True)` reads them), written
-atomically with `checkpoint.atomic_save`.
+atomically with `weights.atomic_save`.
 
 `last.pt`  everything to resume: model, EMA, optimiser, schedule position, GradScaler, sampler position, epoch and
            step, best score, resolved config and class names. `epoch` is the epoch in progress (0-based) and `step`
@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import CheckpointError, atomic_save
+from ..weights import CheckpointError, atomic_save
 
 FORMAT = 1
 

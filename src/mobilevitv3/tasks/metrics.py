@@ -1,4 +1,6 @@
-"""Evaluation metrics of the dense tasks, with the official protocols.
+"""Every evaluation metric, with the official protocols; counts are summed across DDP ranks with one all_reduce.
+
+Classification: top-1/top-k accuracy and mean loss from counts over the whole data set.
 
 Segmentation: one confusion matrix accumulated over the whole data set (not a mean of per-image scores), pixels
 whose target is outside [0, classes) -- the ignore value 255 / -1 -- left out; IoU_c = TP / (TP + FP + FN) and mIoU
@@ -23,6 +25,39 @@ log = logging.getLogger(__name__)
 COCO_STATS = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
 
 
+def _all_reduce(t: Tensor) -> Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t
+
+
+def rank_sum(value: float, device: torch.device) -> float:
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+class Accuracy:
+    """Top-1 / top-k hits, summed loss and image count over a data set (one tensor of counts)."""
+
+    def __init__(self, num_classes: int, k: int = 5, device: torch.device | str = "cpu") -> None:
+        self.k = min(k, num_classes)
+        self.counts = torch.zeros(4, dtype=torch.float64, device=device)   # top1, topk, loss sum, images
+
+    def update(self, logits: Tensor, target: Tensor, loss_sum: float) -> None:
+        ranks = logits.topk(self.k, dim=-1).indices == target[:, None]     # [B, k]
+        self.counts += torch.tensor([ranks[:, 0].sum().item(), ranks.any(-1).sum().item(), loss_sum, len(target)],
+                                    dtype=torch.float64, device=self.counts.device)
+
+    def compute(self) -> dict[str, float]:
+        top1, topk, loss, n = _all_reduce(self.counts.clone()).tolist()
+        if not n:
+            return {"top1": 0.0, "top5": 0.0, "loss": math.nan, "images": 0}
+        return {"top1": 100 * top1 / n, "top5": 100 * topk / n, "loss": loss / n, "images": int(n)}
+
+
 class ConfusionMatrix:
     """Counts [target, prediction] over a data set; `update` takes label maps of any equal shape."""
 
@@ -40,8 +75,7 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the counts of every DDP rank (no-op without torch.distributed)."""
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(self.matrix)
+        _all_reduce(self.matrix)
 
     def iou(self) -> Tensor:
         """Per-class IoU [classes], NaN for a class absent from both targets and predictions."""

@@ -1,7 +1,7 @@
 """Checkpoint layouts -> ours: official MobileViT/MobileViTv3 releases (ml-cvnets keys) and timm's models.
 
 Each layout is one ordered rename table (regex -> replacement) applied to every key; shapes are checked by
-`checkpoint.load_state_dict_strict` against the model afterwards, so a rename that misses shows up as an error.
+`weights.load.load_state_dict_strict` against the model afterwards, so a rename that misses shows up as an error.
 """
 from __future__ import annotations
 

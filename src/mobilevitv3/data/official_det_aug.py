@@ -1,0 +1,167 @@
+"""The official SSD training augmentation pieces (training.md §10.2, §10.3) where torchvision's differ.
+
+SSD crop: draw a minimum IoU t from {0, .1, .3, .5, .7, .9, 1}; t = 0 returns the image uncropped (torchvision's
+RandomIoUCrop makes that an unconstrained crop, and its >= 1 the no-crop option); else up to 40 trials of a window
+with sides U(0.3, 1) x the image, aspect h/w in [0.5, 2], rejected when its best IoU over *all* boxes is below t
+or no box centre is strictly inside; the v2 family also rejects windows under 100 px on a side. v1 photometric
+distortion, OpenCV style on BGR uint8: gain contrast, additive brightness, HSV saturation and hue in OpenCV units
+(an integer shift in [-12, 12]; negative hues clip to 0, hues over 179 wrap in OpenCV's HSV->BGR), a second
+contrast when the first was skipped, channel permutation. Draws use torch's RNG (same distributions as the
+official Python/numpy ones).
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from .cv_transforms import cv_resize, from_rgb_tensor, to_tensor
+from .official_seg import pil_resize
+
+IOU_OPTIONS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+TRIALS = 40
+V2_MIN_SIDE = 100
+
+
+def _uniform(lo: float, hi: float) -> float:
+    return float(torch.empty(()).uniform_(lo, hi))
+
+
+def _iou(rect: Tensor, boxes: Tensor) -> Tensor:
+    """IoU of one xyxy rectangle with every xyxy box [N, 4] -> [N]."""
+    lt, rb = torch.maximum(boxes[:, :2], rect[:2]), torch.minimum(boxes[:, 2:], rect[2:])
+    inter = (rb - lt).clamp(min=0).prod(dim=1)
+    area = (boxes[:, 2:] - boxes[:, :2]).prod(dim=1)
+    return inter / (area + (rect[2:] - rect[:2]).prod() - inter)
+
+
+def _window(height: int, width: int, family: str) -> Tensor | None:
+    """One candidate crop rectangle (int-truncated xyxy), or None when its aspect is rejected."""
+    w, h = _uniform(0.3 * width, width), _uniform(0.3 * height, height)
+    if family == "v2":
+        w, h = int(w), int(h)
+    if not 0.5 <= h / w <= 2:
+        return None
+    left, top = _uniform(0, width - w), _uniform(0, height - h)
+    return torch.tensor([int(left), int(top), int(left + w), int(top + h)], dtype=torch.float32)
+
+
+def ssd_crop_window(boxes: Tensor, height: int, width: int, *, family: Literal["v1", "v2"]) -> Tensor | None:
+    """The official SSD crop's rectangle (xyxy pixels) for an image with these boxes, or None for "no crop"."""
+    if boxes.numel() == 0:
+        return None
+    boxes = boxes.float()
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    while True:
+        t = IOU_OPTIONS[int(torch.randint(len(IOU_OPTIONS), ()))]
+        if t == 0.0:
+            return None
+        for _ in range(TRIALS):
+            rect = _window(height, width, family)
+            if rect is None or float(_iou(rect, boxes).max()) < t:
+                continue
+            inside = ((centres > rect[:2]) & (centres < rect[2:])).all(dim=1)
+            if not bool(inside.any()):
+                continue
+            if family == "v2" and min(rect[2] - rect[0], rect[3] - rect[1]) < V2_MIN_SIDE:
+                continue
+            return rect
+        # all trials failed: draw a new threshold
+
+
+def apply_crop(boxes: Tensor, labels: Tensor, rect: Tensor) -> tuple[Tensor, Tensor]:
+    """Keep the boxes whose centre is strictly inside `rect`, clipped to it and shifted to its origin."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = ((centres > rect[:2]) & (centres < rect[2:])).all(dim=1)
+    kept = boxes[inside].clone().float()
+    kept[:, :2] = torch.maximum(kept[:, :2], rect[:2]) - rect[:2]
+    kept[:, 2:] = torch.minimum(kept[:, 2:], rect[2:]) - rect[:2]
+    return kept, labels[inside]
+
+
+def ssd_crop(image: Tensor | np.ndarray, boxes: Tensor, labels: Tensor, *, family: Literal["v1", "v2"]
+             ) -> tuple[Tensor | np.ndarray, Tensor, Tensor]:
+    """The official SSD crop of a [C, H, W] tensor or an HWC array with its xyxy pixel boxes and labels."""
+    chw = isinstance(image, Tensor)
+    height, width = image.shape[-2:] if chw else image.shape[:2]
+    rect = ssd_crop_window(boxes, height, width, family=family)
+    if rect is None:
+        return image, boxes, labels
+    x1, y1, x2, y2 = (int(v) for v in rect)
+    image = image[..., y1:y2, x1:x2] if chw else image[y1:y2, x1:x2]
+    return (image, *apply_crop(boxes, labels, rect))
+
+
+def hue_shift() -> int:
+    """The v1 hue step: int(delta * 255), delta ~ U(-0.05, 0.05), truncated toward zero: OpenCV hue units."""
+    return int(_uniform(-0.05, 0.05) * 255)
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0, 255).astype(np.uint8)     # astype truncates, as the official conversion does
+
+
+def photometric_v1(image: np.ndarray, p: float = 0.5) -> np.ndarray:
+    """The v1 family's photometric distortion of an HWC uint8 BGR image."""
+    gates = torch.rand(6).tolist()
+    x = image.astype(np.float32)
+    alpha = _uniform(0.5, 1.5) if gates[0] < p else 1.0
+    x = x * alpha                                           # a plain gain, no blend towards the mean
+    if gates[1] < p:
+        x = x + _uniform(-0.2, 0.2) * 255
+    hsv = cv2.cvtColor(_to_u8(x), cv2.COLOR_BGR2HSV).astype(np.float32)
+    if gates[2] < p:
+        hsv[..., 1] *= _uniform(0.5, 1.5)
+    if gates[3] < p:
+        hsv[..., 0] += hue_shift()                          # < 0 clips to 0; > 179 wraps in HSV2BGR
+    out = cv2.cvtColor(_to_u8(hsv), cv2.COLOR_HSV2BGR)
+    if alpha == 1.0 and gates[4] < p:
+        out = _to_u8(out.astype(np.float32) * _uniform(0.5, 1.5))
+    if gates[5] < p:
+        out = np.ascontiguousarray(out[..., torch.randperm(3).numpy()])
+    return out
+
+
+def _flip(image: Tensor | np.ndarray, boxes: Tensor, width: int) -> tuple[Tensor | np.ndarray, Tensor]:
+    flipped = boxes.clone()
+    flipped[:, [0, 2]] = width - boxes[:, [2, 0]]
+    return (image.flip(-1) if isinstance(image, Tensor) else image[:, ::-1]), flipped
+
+
+class OfficialDetTrainTransform:
+    """The official SSD training pipeline of a family on (RGB uint8 image, {"boxes" xyxy pixels, "labels"}, size):
+    v1: SSD crop -> OpenCV photometric (BGR) -> flip -> INTER_LINEAR resize, BGR output; v2: SSD crop (>= 100 px)
+    -> ColorJitter-style photometric -> flip -> PIL bicubic resize, RGB output. Boxes come back in pixels of the
+    resized image."""
+
+    def __init__(self, family: Literal["v1", "v2"], *, hflip: float = 0.5, photometric: float = 0.5,
+                 flip_channels: bool = False) -> None:
+        self.family, self.hflip, self.p, self.flip_channels = family, hflip, photometric, flip_channels
+        self.jitter = v2.RandomPhotometricDistort(p=photometric) if family == "v2" and photometric > 0 else None
+
+    def __call__(self, image: Tensor, target: dict, size: tuple[int, int] | None):
+        if size is None:
+            raise ValueError("the training transform needs the input size from the sampler")
+        boxes, labels = target["boxes"].as_subclass(Tensor).float(), target["labels"]
+        img = from_rgb_tensor(image.as_subclass(Tensor)) if self.family == "v1" else image.as_subclass(Tensor)
+        img, boxes, labels = ssd_crop(img, boxes, labels, family=self.family)
+        if self.family == "v1" and self.p > 0:
+            img = photometric_v1(img, self.p)
+        elif self.jitter is not None:
+            img = self.jitter(img)
+        height, width = (img.shape[:2] if self.family == "v1" else img.shape[-2:])
+        if self.hflip > 0 and _uniform(0.0, 1.0) <= self.hflip:
+            img, boxes = _flip(img, boxes, width)
+        if self.family == "v1":
+            x = to_tensor(cv_resize(np.ascontiguousarray(img), tuple(size)), flip_channels=self.flip_channels)
+        else:
+            x = pil_resize(img.contiguous(), tuple(size)).float().div_(255)
+            x = x.flip(0) if self.flip_channels else x
+        scale = torch.tensor([size[1] / width, size[0] / height] * 2)
+        boxes = tv_tensors.BoundingBoxes(boxes * scale, format="XYXY", canvas_size=tuple(size))
+        return x, {**target, "boxes": boxes, "labels": labels}

@@ -1,0 +1,240 @@
+"""The embedded dense-task data set: scikit-learn's 8x8 handwritten digits pasted into textured scenes.
+
+Each scene holds 1-4 digits at random sizes, places and colours on a noise, gradient or stripe background; the label
+mask (0 background, digit d -> d + 1: 11 classes) and the boxes (the tight box of each digit's mask) follow exactly
+from the paste. A scene is a pure function of (seed, split, index), so nothing is stored and every run sees the same
+scenes. Validation scenes only use digit images of the digits classifier's validation split (the same stratified
+80/20 split, seed 0), so a backbone taken from that classifier has never seen them.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+
+SCENE_CLASSES = ["background"] + [str(d) for d in range(10)]
+SPLITS = {"train": 0, "val": 1}
+INK = 0.5                   # a pixel belongs to a digit where its ink (paste alpha) is at least this
+MIN_CONTRAST = 80.0         # RGB distance between a digit's colour and the background under most of its ink
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """What the scene set looks like; `task_options.scenes` in a recipe may override any field."""
+    size: int = 128                         # square scenes, pixels
+    digits: tuple[int, int] = (1, 4)        # digits per scene, inclusive
+    scale: tuple[int, int] = (24, 64)       # digit side in pixels, inclusive
+    train_scenes: int = 2000
+    val_scenes: int = 200
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        lo, hi = self.scale
+        if not (1 <= self.digits[0] <= self.digits[1] and 8 <= lo <= hi <= self.size):
+            raise ValueError(f"bad scene spec {self}: need 1 <= digits, 8 <= scale <= size")
+
+
+@dataclass(frozen=True)
+class Scene:
+    image: np.ndarray           # [H, W, 3] uint8
+    mask: np.ndarray            # [H, W] uint8, 0 background, d + 1 for digit d
+    boxes: np.ndarray           # [N, 4] float32 xyxy pixels (x2, y2 exclusive edges)
+    labels: np.ndarray          # [N] int64, d + 1
+    sources: np.ndarray         # [N] index of each pasted digit in scikit-learn's `load_digits`
+
+
+@lru_cache(maxsize=1)
+def digit_pools() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{"train"/"val": (ink [N, 8, 8] in [0, 1], digit [N], index into `load_digits` [N])}: the digits
+    classifier's stratified 80/20 split (seed 0)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    bunch = load_digits()
+    ink = (bunch.images / 16.0).astype(np.float32)          # ink levels 0..16
+    split = train_test_split(np.arange(len(bunch.target)), test_size=0.2, random_state=0, stratify=bunch.target)
+    return {name: (ink[idx], bunch.target[idx], idx) for name, idx in zip(("train", "val"), split)}
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """[size, size, 3] float: smooth noise, a linear gradient or stripes, with fine pixel noise on top."""
+    kind = rng.integers(3)
+    c1, c2 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
+    if kind == 0:      # low-frequency noise: a coarse random grid upsampled
+        cells = int(rng.integers(2, 9))
+        grid = torch.from_numpy(rng.uniform(0, 1, (1, 1, cells, cells)).astype(np.float32))
+        t = F.interpolate(grid, size=(size, size), mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy()
+    else:
+        angle = rng.uniform(0, np.pi)
+        yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+        along = (xx * np.cos(angle) + yy * np.sin(angle)) / size        # [size, size], roughly in [-1, 1.5]
+        if kind == 1:
+            t = (along - along.min()) / max(float(np.ptp(along)), 1e-6)
+        else:
+            period = rng.uniform(4, 24) / size
+            t = (np.sin(2 * np.pi * along / period) > 0).astype(np.float32)
+    image = c1 + t[..., None] * (c2 - c1)
+    return image + rng.normal(0, rng.uniform(0, 12), image.shape)
+
+
+def _ink(rng: np.random.Generator, digit: np.ndarray, scale: tuple[int, int]) -> np.ndarray:
+    """The 8x8 ink upscaled (bicubic) to a random height in `scale` and width 0.8-1.2x of it, in [0, 1]."""
+    h = int(rng.integers(scale[0], scale[1] + 1))
+    w = int(np.clip(round(h * rng.uniform(0.8, 1.2)), 8, scale[1]))
+    t = torch.from_numpy(digit)[None, None]
+    return F.interpolate(t, size=(h, w), mode="bicubic", align_corners=False)[0, 0].clamp(0, 1).numpy()
+
+
+def _colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
+    """A random colour far from most background pixels under the digit's ink `under` [K, 3] (best of 20 draws)."""
+    best, best_score = None, -1.0
+    for _ in range(20):
+        colour = rng.uniform(0, 255, 3)
+        score = float(np.percentile(np.linalg.norm(under - colour, axis=1), 10))
+        if score > best_score:
+            best, best_score = colour, score
+        if score >= MIN_CONTRAST:
+            break
+    return best
+
+
+def make_scene(spec: SceneSpec, split: str, index: int) -> Scene:
+    """Scene `index` of `split`: the same arrays for the same (spec, split, index), on every machine."""
+    rng = np.random.default_rng([spec.seed, SPLITS[split], index])
+    inks, digits, indices = digit_pools()[split]
+    image = _background(rng, spec.size)
+    mask = np.zeros((spec.size, spec.size), np.uint8)
+    taken = np.zeros((spec.size, spec.size), bool)
+    boxes, labels, sources = [], [], []
+    for _ in range(int(rng.integers(spec.digits[0], spec.digits[1] + 1))):
+        pick = int(rng.integers(len(digits)))
+        alpha = _ink(rng, inks[pick], spec.scale)
+        placed = _place(rng, alpha.shape, taken)
+        if placed is None:      # no free spot left: the scene keeps the digits it has
+            continue
+        y, x = placed
+        h, w = alpha.shape
+        region, a = image[y:y + h, x:x + w], alpha[..., None]
+        ink = alpha >= INK
+        if not ink.any():
+            continue
+        colour = _colour(rng, region[ink])
+        image[y:y + h, x:x + w] = region * (1 - a) + colour * a
+        mask[y:y + h, x:x + w][ink] = int(digits[pick]) + 1
+        rows, cols = np.nonzero(ink)
+        boxes.append([x + cols.min(), y + rows.min(), x + cols.max() + 1, y + rows.max() + 1])
+        labels.append(int(digits[pick]) + 1)
+        sources.append(int(indices[pick]))
+    return Scene(np.clip(image, 0, 255).round().astype(np.uint8), mask, np.asarray(boxes, np.float32).reshape(-1, 4),
+                 np.asarray(labels, np.int64), np.asarray(sources, np.int64))
+
+
+def _place(rng: np.random.Generator, shape: tuple[int, int], taken: np.ndarray) -> tuple[int, int] | None:
+    """A top-left corner where the digit's paste window (with a 2 px margin) overlaps no window pasted before, so
+    that inks never touch and every mask pixel and box belongs to one digit."""
+    (h, w), size = shape, taken.shape[0]
+    for _ in range(30):
+        y, x = int(rng.integers(size - h + 1)), int(rng.integers(size - w + 1))
+        if not taken[max(y - 2, 0):y + h + 2, max(x - 2, 0):x + w + 2].any():
+            taken[y:y + h, x:x + w] = True
+            return y, x
+    return None
+
+
+class _Scenes(Dataset):
+    """Common part: `len()`, the `(index, height, width)` keys of the training sampler, class names."""
+
+    def __init__(self, spec: SceneSpec, split: str, transform: Callable | None) -> None:
+        if split not in SPLITS:
+            raise ValueError(f"unknown scene split {split!r}; expected train or val")
+        self.spec, self.split, self.transform = spec, split, transform
+        self.classes, self.num_classes = list(SCENE_CLASSES), len(SCENE_CLASSES)
+
+    def __len__(self) -> int:
+        return self.spec.train_scenes if self.split == "train" else self.spec.val_scenes
+
+    @staticmethod
+    def _key(key: int | tuple[int, int, int]) -> tuple[int, tuple[int, int] | None]:
+        return (int(key[0]), (int(key[1]), int(key[2]))) if isinstance(key, tuple) else (int(key), None)
+
+    def scene(self, index: int) -> Scene:
+        if not 0 <= index < len(self):
+            raise IndexError(f"scene {index} out of range (the {self.split} split has {len(self)})")
+        return make_scene(self.spec, self.split, index)
+
+
+class SceneMasks(_Scenes):
+    """Segmentation view: `(image, int64 mask)` after `transform(image uint8, mask uint8, crop size or None)`,
+    exactly like `MaskPairs` (no ignore pixels: 255 only appears where a transform pads or rotates)."""
+
+    stored_ignore = 255
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, size = self._key(key)
+        s = self.scene(index)
+        image = tv_tensors.Image(torch.from_numpy(s.image).permute(2, 0, 1).contiguous())   # [H, W, 3] -> [3, H, W]
+        mask = tv_tensors.Mask(torch.from_numpy(s.mask))
+        if self.transform is not None:
+            image, mask = self.transform(image, mask, size)
+        return image, mask.as_subclass(torch.Tensor).long()
+
+
+class SceneBoxes(_Scenes):
+    """Detection view: `(image, {"boxes" xyxy, "labels" 1..10, "image_id", "orig_size"})` like `CocoBoxes`, with
+    `coco` (pycocotools ground truth built in memory), `category_ids` (label l -> category id l) and `class_names`."""
+
+    def __init__(self, spec: SceneSpec, split: str, transform: Callable | None = None) -> None:
+        super().__init__(spec, split, transform)
+        self.class_names = list(SCENE_CLASSES)
+        self.category_ids = list(range(1, len(SCENE_CLASSES)))
+        self.ann_file = f"digit scenes ({split})"        # named in messages where COCO names its json
+        self._coco = None
+
+    @property
+    def coco(self):
+        """pycocotools' `COCO` of this split's boxes, built on first use (COCOeval needs one)."""
+        if self._coco is None:
+            self._coco = coco_ground_truth(self)
+        return self._coco
+
+    def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[torch.Tensor, dict[str, Any]]:
+        index, size = self._key(key)
+        s = self.scene(index)
+        image = tv_tensors.Image(torch.from_numpy(s.image).permute(2, 0, 1).contiguous())   # [H, W, 3] -> [3, H, W]
+        H, W = s.mask.shape
+        target = {"boxes": tv_tensors.BoundingBoxes(torch.from_numpy(s.boxes), format="XYXY", canvas_size=(H, W)),
+                  "labels": torch.from_numpy(s.labels)}
+        if self.transform is not None:
+            image, target = self.transform(image, target, size)
+        return image, {"boxes": target["boxes"].as_subclass(torch.Tensor), "labels": target["labels"],
+                       "image_id": index + 1, "orig_size": (H, W)}
+
+
+def coco_dict(data: _Scenes) -> dict[str, Any]:
+    """The split as a COCO instances dict (image id = index + 1, box area as `area`: there are no polygons)."""
+    images, anns = [], []
+    for index in range(len(data)):
+        s = data.scene(index)
+        images.append({"id": index + 1, "file_name": f"{data.split}_{index:05d}.png", "height": s.mask.shape[0],
+                       "width": s.mask.shape[1]})
+        for (x1, y1, x2, y2), label in zip(s.boxes.tolist(), s.labels.tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": index + 1, "category_id": int(label),
+                         "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+    categories = [{"id": i, "name": name} for i, name in enumerate(SCENE_CLASSES) if i > 0]
+    return {"images": images, "annotations": anns, "categories": categories}
+
+
+def coco_ground_truth(data: _Scenes):
+    from pycocotools.coco import COCO
+    coco = COCO()
+    coco.dataset = coco_dict(data)
+    with contextlib.redirect_stdout(io.StringIO()):     # pycocotools reports on stdout, where the CLI prints JSON
+        coco.createIndex()
+    return coco

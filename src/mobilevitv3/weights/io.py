@@ -1,0 +1,124 @@
+"""Reading weights safely: `torch.load(weights_only=True)` (a pickle carrying code is refused, never run) or
+safetensors, with one clear error for a missing, corrupt or foreign file.
+
+Accepted: an official release checkpoint (`checkpoint_ema_best.pt`: a raw state dict), a state dict or one under
+`model` / `state_dict` / `ema` (`module.` prefixes from DDP tolerated), timm weights, `.safetensors`, and this
+project's own files, which also carry the model's identity (and, from `train`, the resolved config).
+Which copy a file with both raw and EMA weights gives is one rule: the raw `model` copy unless `copy="ema"`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+IDENTITY_KEY = "mobilevitv3.identity"     # safetensors metadata key holding the identity as JSON
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or does not fit the model."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    state: dict[str, torch.Tensor]
+    path: str
+    copy: Literal["model", "ema", "weights"] = "weights"   # 'weights': the file holds one copy only
+    identity: dict[str, Any] | None = None                # what model the file holds (our files)
+    config: dict[str, Any] | None = None                  # the resolved TrainConfig (our training checkpoints)
+    extra: dict[str, Any] | None = None                   # everything else a training checkpoint holds
+
+
+def check_file(path: str | os.PathLike, what: str = "weights file") -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise CheckpointError(f"{what} not found: {path}")
+    return path
+
+
+def load_pickle(path: Path) -> Any:
+    """torch.load(weights_only=True) with our own one-line errors (torch's refusal text advises disabling the
+    safety check; ours does not)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found is None:
+            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: refused: the file holds Python code or objects ({found[1]}) that safe "
+                              f"loading never runs; only tensors and plain types are accepted") from None
+    except (RuntimeError, EOFError, IndexError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+
+
+def read_weights(path: str | os.PathLike, *, copy: Literal["model", "ema"] | None = None) -> Weights:
+    """The tensors of a weights file in their own key layout (nothing renamed yet), with what the file says of
+    itself. `copy`: 'model' (raw, the default) or 'ema' for files holding both."""
+    path = check_file(path)
+    if path.suffix == ".safetensors":
+        return _read_safetensors(path, copy)
+    obj = load_pickle(path)
+    state, chosen = _select(obj, copy, str(path))
+    meta = obj if isinstance(obj, dict) and chosen != "weights" else {}
+    known = ("model", "ema", "state_dict", "identity", "config")
+    return Weights(_tensors(state, str(path)), str(path), chosen, meta.get("identity"), meta.get("config"),
+                   {k: v for k, v in meta.items() if k not in known} or None)
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    return read_weights(path).state
+
+
+def _read_safetensors(path: Path, copy: str | None) -> Weights:
+    from safetensors import SafetensorError, safe_open
+    if copy == "ema":
+        raise CheckpointError(f"{path}: a .safetensors file holds one copy of the weights, no separate EMA copy")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({_first_line(e)})") from None
+    identity = json.loads(meta[IDENTITY_KEY]) if IDENTITY_KEY in meta else None
+    return Weights(state, str(path), "weights", identity)
+
+
+def _select(obj: Any, copy: str | None, where: str) -> tuple[Any, str]:
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{where}: no state dict found (expected a mapping of tensors)")
+    if copy == "ema":
+        if not isinstance(obj.get("ema"), dict):
+            raise CheckpointError(f"{where}: holds no EMA weights (choose the raw copy)")
+        return obj["ema"], "ema"
+    for key in ("model", "state_dict"):
+        if isinstance(obj.get(key), dict):
+            return obj[key], "model" if isinstance(obj.get("ema"), dict) else "weights"
+    if isinstance(obj.get("ema"), dict):
+        return obj["ema"], "ema"
+    return obj, "weights"
+
+
+def _tensors(state: Any, where: str) -> dict[str, torch.Tensor]:
+    if isinstance(state, dict):
+        tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(state):
+            return {k.removeprefix("module."): v for k, v in tensors.items()}
+    raise CheckpointError(f"{where}: no state dict found (expected tensors, or one under 'model'/'state_dict')")
+
+
+def unwrap(obj: object, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The raw tensors of an in-memory checkpoint object."""
+    return _tensors(_select(obj, None, where)[0], where)
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]

@@ -1,0 +1,204 @@
+"""The official trainers' semantics (../shared/reference/training.md): initialisation (§1), lr groups and schedule
+(§2, §3, §11), best checkpoints, k-best averaging and EMA (§4), losses (§5), accumulation (§8).
+Each test pins one `Check:` line of training.md or a number measured on the official code."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mobilevitv3 import create_model
+from mobilevitv3.models.init import init_weights
+from mobilevitv3.train.averaging import (BestTracker, average_state_dicts, official_ema_update, pool_name)
+from mobilevitv3.train.official_schedule import (group_lrs, is_step_boundary, official_lr, schedule_counter)
+
+
+def _built(name: str, family: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return init_weights(create_model(name), family)
+
+
+# ---- §1 initialisation ---------------------------------------------------------------------------------------
+
+def test_init_weights_v1_qkv_is_trunc_normal_002_with_zero_bias():
+    qkv = _built("mobilevitv3_xxs", "v1").stages[2][1].global_rep[0].attn.qkv_proj
+    assert abs(qkv.weight.std().item() - 0.020) < 0.001
+    assert torch.count_nonzero(qkv.bias) == 0
+
+
+def test_init_weights_v2_qkv_keeps_pytorch_default_with_bias():
+    qkv = _built("mobilevitv3_050", "v2").stages[2][1].global_rep[0].attn.qkv_proj
+    assert abs(qkv.weight.std().item() - 0.072) < 0.003
+    assert 0.06 < qkv.bias.std().item() < 0.085
+
+
+def test_init_weights_v1_convs_are_kaiming_fan_out_without_groups():
+    m = _built("mobilevitv3_xxs", "v1")
+    dw = m.stages[0][0].dw.conv.weight                     # 32 x 1 x 3 x 3 depthwise: fan_out = 9 * 32
+    assert abs(dw.std().item() - (2 / (9 * 32)) ** 0.5) < 0.006
+    assert abs(m.final_conv.conv.weight.std().item() - (2 / 512) ** 0.5) < 0.002
+    assert abs(m.fc.weight.std().item() - 0.02) < 0.0005 and torch.count_nonzero(m.fc.bias) == 0
+    norms = [x for x in m.modules() if isinstance(x, (torch.nn.BatchNorm2d, torch.nn.LayerNorm))]
+    assert all(bool((n.weight == 1).all() and (n.bias == 0).all()) for n in norms)
+
+
+def test_init_weights_v2_classifier_is_xavier_with_zero_bias():
+    fc = _built("mobilevitv3_050", "v2").fc                 # 1000 x 256: std sqrt(2 / 1256)
+    assert abs(fc.weight.std().item() - (2 / 1256) ** 0.5) < 0.001
+    assert torch.count_nonzero(fc.bias) == 0
+
+
+def test_init_weights_v1_deeplab_head_is_kaiming():
+    head = _built("deeplabv3_mobilevitv3_xxs.voc", "v1").head
+    assert abs(head.classifier.conv.weight.std().item() - 0.31) < 0.01
+    assert torch.count_nonzero(head.classifier.conv.bias) == 0
+    assert abs(head.aspp.branches[1].conv.weight.std().item() - 0.0295) < 0.001
+
+
+def test_init_weights_v2_deeplab_head_keeps_pytorch_default():
+    head = _built("deeplabv3_mobilevitv3_050.voc", "v2").head
+    assert abs(head.aspp.project.conv.weight.std().item() - 0.0114) < 0.0005
+    assert abs(head.classifier.conv.bias.std().item() - 0.0255) < 0.01
+
+
+@pytest.mark.parametrize("name,family", [("ssdlite_mobilevitv3_xxs.coco", "v1"), ("ssdlite_mobilevitv3_050.coco", "v2")])
+def test_init_weights_ssd_heads_are_xavier_with_zero_bias(name, family):
+    model = _built(name, family)
+    convs = [m for part in (model.extra_layers, model.ssd_heads) for m in part.modules()
+             if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(c.bias is None or torch.count_nonzero(c.bias) == 0 for c in convs)
+    pw = model.ssd_heads[0].predict.pw.conv.weight           # 510 x 512 x 1 x 1
+    assert abs(pw.std().item() - (2 / (510 + 512)) ** 0.5) < 0.001
+
+
+# ---- §2, §3, §11 learning rates ------------------------------------------------------------------------------
+
+def test_group_lrs_multiply_before_rounding():
+    lr = official_lr(600, 1, max_lr=9e-4, min_lr=1e-6, epochs=50, warmup_iterations=500, warmup_init_lr=9e-5)
+    assert group_lrs(lr, [1.0, 10.0]) == [0.00089911, 0.00899113]
+
+
+V1_TRACE = [0.0002, 0.00056, 0.00092, 0.00128, 0.00164, 0.002] + [0.0011] * 7
+V2_TRACE = [1e-06, 0.00066733, 0.00133367, 0.002, 0.002] + [0.0011] * 5
+
+
+@pytest.mark.parametrize("trace,epochs,warmup,init", [(V1_TRACE, [0] * 6 + [1] * 7, 5, 2e-4),
+                                                      (V2_TRACE, [0] * 5 + [1] * 5, 3, 1e-6)])
+def test_official_lr_reproduces_recorded_traces(trace, epochs, warmup, init):
+    got = [group_lrs(official_lr(it, e, max_lr=2e-3, min_lr=2e-4, epochs=2, warmup_iterations=warmup,
+                                 warmup_init_lr=init), [1.0])[0] for it, e in enumerate(epochs)]
+    assert got == trace
+
+
+def test_official_lr_never_reaches_min_lr():
+    last = group_lrs(official_lr(10**6, 299, max_lr=2e-3, min_lr=2e-4, epochs=300), [1.0])[0]
+    assert last == 0.00020005
+
+
+def test_schedule_counter_v1_counts_micro_batches():
+    # accum_freq 2: after 3 optimiser steps (6 micro-batches) v1's warm-up is at 6, v2's at 3
+    assert schedule_counter("v1", micro_batches=6, optimizer_steps=3) == 6
+    assert schedule_counter("v2", micro_batches=6, optimizer_steps=3) == 3
+
+
+def test_is_step_boundary_drops_leftover_micro_batches():
+    assert [is_step_boundary(i, 2) for i in range(5)] == [False, True, False, True, False]
+
+
+def test_accumulated_gradient_is_the_sum_of_micro_batch_gradients():
+    w = torch.ones(3, requires_grad=True)
+    batches = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, 0.0, -1.0])]
+    for x in batches:          # the official loop: backward of each un-normalised micro-batch loss
+        (w * x).sum().backward()
+    assert torch.equal(w.grad, batches[0] + batches[1])
+
+
+# ---- §4 best checkpoints, k-best averaging, EMA ------------------------------------------------------------------
+
+def _run(family: str, metrics: list[float], k: int = 5) -> tuple[dict[str, int], dict[str, int], list[list[str]]]:
+    """Simulate the raw stream: {file: epoch whose weights it holds}, best file, and each epoch's averaged files."""
+    tracker, pool, best, averages = BestTracker(family, k=k), {}, {}, []
+    for epoch, metric in enumerate(metrics):
+        u = tracker.update("raw", metric, list(pool))
+        if u.is_best:
+            best["checkpoint_best.pt"] = epoch
+        if u.write:
+            pool[u.write] = epoch
+        for name in u.delete:
+            del pool[name]
+        averages.append(u.average)
+    return pool, best, averages
+
+
+def test_best_tracker_tie_is_a_new_best_and_v1_pool_takes_later_state():
+    pool, best, _ = _run("v1", [70.0, 70.0, 69.5])
+    assert best["checkpoint_best.pt"] == 1
+    assert pool == {pool_name("raw", 70.0): 2}          # v1 writes under the running best's name every epoch
+    pool, _, _ = _run("v2", [70.0, 70.0, 69.5])
+    assert pool == {pool_name("raw", 70.0): 1}          # v2 only on a new best
+
+
+def test_best_tracker_averages_only_after_k_plus_one_distinct_bests():
+    metrics = [60.0, 61.0, 62.0, 63.0, 64.0, 63.5, 65.0]
+    pool, _, averages = _run("v2", metrics)
+    assert averages[:6] == [[]] * 6
+    assert sorted(averages[6]) == sorted(pool_name("raw", v) for v in (61.0, 62.0, 63.0, 64.0, 65.0))
+    assert pool_name("raw", 60.0) not in pool
+
+
+def test_best_tracker_min_metric_and_ema_starts_from_raw_best():
+    tracker = BestTracker("v1", higher_is_better=False)
+    assert tracker.update("raw", 3.0, []).is_best and not tracker.update("raw", 3.5, []).is_best
+    tracker.start()   # a resumed run: the EMA stream restarts from the raw best
+    assert tracker.ema == 3.0 and not tracker.update("ema", 3.1, []).is_best
+
+
+def test_average_state_dicts_float64_mean_and_truncated_integers():
+    states = [{"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}, {"w": torch.tensor([2.0, 4.0]), "n": torch.tensor(4)}]
+    out = average_state_dicts(states)
+    assert torch.equal(out["w"], torch.tensor([1.5, 3.0])) and out["n"].item() == 3 and out["n"].dtype == torch.int64
+
+
+def test_official_ema_update_rounds_coefficients_in_float32():
+    ema, model = {"w": torch.ones(1)}, {"w": torch.zeros(1)}
+    official_ema_update(ema, model, 0.0005)
+    assert ema["w"].item() == pytest.approx(0.99949997663, abs=1e-11)
+    torch.manual_seed(0)
+    x = torch.rand(200_000) + 0.5
+    ema = {"w": x.clone()}
+    official_ema_update(ema, {"w": x}, 0.0005)           # model == ema: an exact lerp would not move
+    shrink = ((ema["w"].double() - x.double()) / x.double()).mean().item()
+    assert -3.0e-8 < shrink < -1.5e-8                    # f32(1 - m) + f32(m) = 1 - 2.33e-8
+
+
+# ---- §5 losses ---------------------------------------------------------------------------------------------
+
+def test_v1_label_smoothing_loss_equals_cross_entropy_with_smoothing():
+    logits, eps, k = torch.tensor([[2.0, 0, 0, 0, 0, 0]], dtype=torch.float64), 0.1, 6
+    logp = logits.log_softmax(-1)
+    v1 = (1 - eps) * -logp[0, 0] + eps / k * -logp[0].sum()
+    assert abs(v1.item() - F.cross_entropy(logits, torch.tensor([0]), label_smoothing=eps).item()) < 1e-7
+
+
+def test_cutmix_target_weight_is_one_minus_clipped_box_area():
+    from torchvision.transforms import v2
+    images = torch.stack([torch.zeros(3, 32, 48), torch.ones(3, 32, 48)])
+    for seed in range(20):                          # boxes centred near the border get clipped
+        torch.manual_seed(seed)
+        mixed, target = v2.CutMix(alpha=1.0, num_classes=2)(images, torch.tensor([0, 1]))
+        pasted = mixed[0, 0].mean().item()          # fraction of image 0 taken from image 1
+        assert abs(target[0, 0].item() - (1 - pasted)) < 1e-6
+
+
+def test_multibox_loss_image_without_boxes_contributes_nothing():
+    from mobilevitv3.models.ssd_loss import multibox_loss
+    torch.manual_seed(0)
+    logits, boxes, targets = torch.randn(2, 50, 5), torch.randn(2, 50, 4), torch.randn(2, 50, 4)
+    labels = torch.zeros(2, 50, dtype=torch.long)
+    labels[0, :4] = torch.tensor([1, 2, 3, 4])               # image 1 has no positive prior
+    both = multibox_loss(logits, boxes, labels, targets)
+    alone = multibox_loss(logits[:1], boxes[:1], labels[:1], targets[:1])
+    for key in ("cls_loss", "box_loss"):
+        assert torch.allclose(both[key], alone[key])
+    empty = multibox_loss(logits[1:], boxes[1:], labels[1:], targets[1:])
+    assert empty["loss"].item() == 0.0       # v1 would divide 0 by 0; we keep v2's max(1, N_pos) guard
