@@ -210,17 +210,20 @@ def test_coco_degenerate_and_outside_boxes_are_skipped_and_counted(tmp_path):
     assert any(torch.equal(b, torch.tensor([120.0, 80.0, 128.0, 96.0])) for b in boxes)
 
 
-def test_coco_images_without_boxes_skipped_for_training_kept_for_evaluation(tmp_path):
+def test_coco_training_keeps_crowd_only_images_and_drops_unannotated_ones(tmp_path):
+    # official (training.md §10.1): the training ids are pycocotools' imgToAnns keys
     root = make_coco(tmp_path)
     train_json = root / "annotations" / "instances_train2017.json"
     d = read_coco_json(train_json)
-    empty = d["images"][0]["id"]
-    d["annotations"] = [a if a["image_id"] != empty else {**a, "iscrowd": 1} for a in d["annotations"]]
+    crowd, bare = d["images"][0]["id"], d["images"][1]["id"]
+    d["annotations"] = [{**a, "iscrowd": 1} if a["image_id"] == crowd else a for a in d["annotations"]
+                        if a["image_id"] != bare]
     write_coco_json(train_json, d["images"], d["annotations"], d["categories"])
     train = CocoBoxes(root, "train", train=True)
-    assert empty not in train.ids and train.skipped["images_without_boxes"] == 1 and train.skipped["crowd_boxes"] == 2
+    assert crowd in train.ids and bare not in train.ids and train.skipped["images_without_boxes"] == 1
+    assert len(train[train.ids.index(crowd)][1]["labels"]) == 0 and train.skipped["crowd_boxes"] == 2
     val_like = CocoBoxes(root, "train", train=False)
-    assert empty in val_like.ids and len(val_like[val_like.ids.index(empty)][1]["labels"]) == 0
+    assert bare in val_like.ids and len(val_like[val_like.ids.index(bare)][1]["labels"]) == 0
 
 
 def test_coco_unknown_category_is_an_error(tmp_path):

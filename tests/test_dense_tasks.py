@@ -32,6 +32,26 @@ def _metrics(out_dir):
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _v1_protocol_miou(weights, data) -> float:
+    import cv2
+
+    from mobilevitv3.data.voc import voc_pairs
+    from mobilevitv3.models import load_model
+    model, inter, union = load_model(str(weights)).eval(), torch.zeros(21), torch.zeros(21)
+    for image_path, mask_path in voc_pairs(data, "val"):
+        bgr = cv2.resize(cv2.imread(str(image_path)), (512, 512), interpolation=cv2.INTER_LINEAR)
+        mask = torch.from_numpy(np.array(Image.open(mask_path))).long()
+        with torch.no_grad():
+            logits = model(torch.from_numpy(bgr).permute(2, 0, 1)[None].float() / 255)
+        pred = torch.nn.functional.interpolate(logits, mask.shape, mode="nearest")[0].argmax(0)
+        valid = mask < 21
+        for c in range(21):
+            p, t = (pred == c) & valid, (mask == c) & valid
+            inter[c], union[c] = inter[c] + (p & t).sum(), union[c] + (p | t).sum()
+    present = union > 0
+    return float((inter[present] / union[present]).mean())
+
+
 def test_segmentation_trains_evaluates_and_predicts_through_the_cli(tmp_path, capsys):
     data, out = make_voc(tmp_path / "data"), tmp_path / "run"
     summary = _run(capsys, ["train", "--model", "deeplabv3_mobilevitv3_xxs.voc", "--data", str(data), "--out",
@@ -44,14 +64,15 @@ def test_segmentation_trains_evaluates_and_predicts_through_the_cli(tmp_path, ca
     assert saved["task_options"]["short_side"] == [256, 1024]
     ev = _run(capsys, ["eval", "deeplabv3_mobilevitv3_xxs.voc", "--weights", str(out / "best.pt"), "--data",
                        str(data), "--workers", "0", "--batch-size", "2"])
-    source_miou = record["val_miou"] if record["val_miou"] >= record["ema_val_miou"] else record["ema_val_miou"]
-    assert ev["miou"] == pytest.approx(source_miou) and ev["images"] == 3
+    # `eval` runs the v1 protocol (512x512 by OpenCV, logits nearest back to each original mask), while the
+    # per-epoch validation scores at 512x512 (training.md §9.4, §9.5): recompute the protocol by hand
+    assert ev["miou"] == pytest.approx(_v1_protocol_miou(out / "best.pt", data)) and ev["images"] == 3
     image = next((data / "VOCdevkit/VOC2012/JPEGImages").glob("*.jpg"))
     (pred,) = _run(capsys, ["predict", "deeplabv3_mobilevitv3_xxs.voc", "--weights", str(out / "best.pt"),
                             str(image)])
     fractions = [c["fraction"] for c in pred["classes"]]
     assert pred["size"] == [60, 80] and 1 <= len(fractions) <= 5 and fractions == sorted(fractions, reverse=True)
-    assert 0 < sum(fractions) <= 1 + 1e-6
+    assert 0 < sum(fractions) <= 1 + 5 * 5e-7   # five fractions, each rounded to 6 decimals
 
 
 def test_detection_trains_evaluates_and_predicts_through_the_cli(tmp_path, capsys):
@@ -64,7 +85,7 @@ def test_detection_trains_evaluates_and_predicts_through_the_cli(tmp_path, capsy
             "val_loss"} <= set(record)
     ev = _run(capsys, ["eval", "ssdlite_mobilevitv3_xxs.coco", "--weights", str(out / "best.pt"), "--data",
                        str(data), "--workers", "0"])
-    assert 0.0 <= ev["map"] <= 1.0 and ev["images"] == 3
+    assert ev["map"] == pytest.approx(record["val_map"]) and ev["images"] == 3   # the same COCOeval protocol
     image = next((data / "val2017").glob("*.jpg"))
     (pred,) = _run(capsys, ["predict", "ssdlite_mobilevitv3_xxs.coco", "--weights", str(out / "best.pt"), str(image)])
     assert pred["size"] == [96, 128] and isinstance(pred["detections"], list)

@@ -296,3 +296,63 @@ def test_pil_seg_eval_transform_v2_protocol_sizes():
     assert x.shape == (3, 512, 672) and m.shape == (375, 500)     # the logits go back to 375 x 500
     x, m = PilSegEvalTransform((512, 512), resize_mask=True)(image, mask)
     assert x.shape == (3, 512, 512) and m.shape == (512, 512)     # training-time validation scores at 512 x 512
+
+
+def test_voc_training_set_with_coco_root_appends_coco_pairs(tmp_path):
+    from dense_data import make_voc
+
+    from mobilevitv3 import create_model
+    from mobilevitv3.tasks import get_task
+    from mobilevitv3.train.config import TrainConfig
+    data = make_voc(tmp_path / "voc", n_train=3, n_val=1)
+    _tiny_coco(tmp_path / "coco")
+    cfg = TrainConfig(model="deeplabv3_mobilevitv3_xxs.voc", data=str(data), coco_root=str(tmp_path / "coco"),
+                      coco_cache=str(tmp_path / "cache"), image_size=64)
+    train_set, _ = get_task("segmentation").build_datasets(cfg, create_model(cfg.model))
+    assert len(train_set) == 3 + 1 and train_set.pairs[-1][1].name == "a.png"
+    image, mask = train_set[(3, 64, 64)]
+    assert image.shape == (3, 64, 64) and set(mask.unique().tolist()) <= {0, 12, 15, 255}   # 255: rotation fill
+
+
+def test_classification_eval_v1_is_opencv_and_v2_is_pil_with_floor_crop(tmp_path):
+    from mobilevitv3 import create_model
+    from mobilevitv3.data.classification import image_folder
+    from mobilevitv3.data.transforms import pipeline
+    from mobilevitv3.train.config import TrainConfig
+    rgb = np.random.default_rng(2).integers(0, 256, (375, 500, 3), dtype=np.uint8)
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        Image.fromarray(rgb).save(tmp_path / split / "a" / "x.png")
+    for name in ("mobilevitv3_xxs.in1k", "mobilevitv3_050.in1k"):
+        model = create_model(name)
+        _, val = image_folder(str(tmp_path), pipeline(TrainConfig(model=name), model), image_size=256)
+        x = val[0][0]
+        if name.endswith("xxs.in1k"):   # BGR, OpenCV bilinear, rows 16..271 / cols 64..319
+            ref = cv2.resize(rgb[..., ::-1], (384, 288), interpolation=cv2.INTER_LINEAR)[16:272, 64:320]
+        else:                           # RGB, PIL bicubic on the image itself, the same floor crop
+            ref = np.asarray(Image.fromarray(rgb).resize((384, 288), Image.BICUBIC))[16:272, 64:320]
+        pixels = (x * 255).round().to(torch.uint8)            # the same uint8 pixels (x / 255 rounds either way)
+        assert torch.equal(pixels, torch.from_numpy(np.ascontiguousarray(ref)).permute(2, 0, 1))
+
+
+def test_coco_v1_boxes_are_not_clipped_v2_are(tmp_path):
+    from dense_data import make_coco, read_coco_json, write_coco_json
+
+    from mobilevitv3.data.coco import CocoBoxes
+    root = make_coco(tmp_path)
+    ann = root / "annotations" / "instances_train2017.json"
+    d = read_coco_json(ann)
+    first = d["annotations"][0]
+    width = next(im["width"] for im in d["images"] if im["id"] == first["image_id"])
+    first["bbox"] = [width - 5.0, 1.0, 20.0, 10.0]              # 15 px outside the right edge
+    write_coco_json(ann, d["images"], d["annotations"], d["categories"])
+    for clip, right in ((False, width + 15.0), (True, float(width))):
+        boxes, _ = CocoBoxes(root, "train", train=True, clip=clip).targets[first["image_id"]]
+        assert right in boxes[:, 2].tolist()
+
+
+@pytest.mark.parametrize("sampler,family,kind", [("variable_batch", "v1", "variable"), ("fixed", "v1", "v1_fixed"),
+                                                 ("fixed", "v2", "v2_fixed"), ("v2_fixed", "v1", "v2_fixed")])
+def test_sampler_kind_follows_recipe_and_family(sampler, family, kind):
+    from mobilevitv3.data.sampler import sampler_kind
+    assert sampler_kind(sampler, family) == kind

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mobilevitv3 import create_model
 from mobilevitv3.models.init import init_weights
 from mobilevitv3.train.averaging import (BestTracker, average_state_dicts, official_ema_update, pool_name)
-from mobilevitv3.train.official_schedule import (group_lrs, is_step_boundary, official_lr, schedule_counter)
+from mobilevitv3.train.optim import LRSchedule, group_lrs, is_step_boundary, official_lr, schedule_counter
 
 
 def _built(name: str, family: str) -> torch.nn.Module:
@@ -88,6 +88,30 @@ def test_official_lr_reproduces_recorded_traces(trace, epochs, warmup, init):
     got = [group_lrs(official_lr(it, e, max_lr=2e-3, min_lr=2e-4, epochs=2, warmup_iterations=warmup,
                                  warmup_init_lr=init), [1.0])[0] for it, e in enumerate(epochs)]
     assert got == trace
+
+
+@pytest.mark.parametrize("trace,epochs,warmup,init", [(V1_TRACE, [0] * 6 + [1] * 7, 5, 2e-4),
+                                                      (V2_TRACE, [0] * 5 + [1] * 5, 3, 1e-6)])
+def test_lr_schedule_of_train_config_reproduces_recorded_traces(trace, epochs, warmup, init):
+    from mobilevitv3.train.config import TrainConfig
+    cfg = TrainConfig(epochs=2, lr=2e-3, min_lr=2e-4, warmup_iterations=warmup, warmup_init_lr=init)
+    optimizer = torch.optim.AdamW([{"params": [torch.zeros(1, requires_grad=True)], "lr_multiplier": 1.0},
+                                   {"params": [torch.zeros(1, requires_grad=True)], "lr_multiplier": 1.0}])
+    got = []
+    for it, e in enumerate(epochs):
+        LRSchedule(cfg).apply(optimizer, it, e)
+        assert optimizer.param_groups[0]["lr"] == optimizer.param_groups[1]["lr"]
+        got.append(optimizer.param_groups[0]["lr"])
+    assert got == trace
+
+
+def test_lr_schedule_rounds_head_group_after_multiplier():
+    from mobilevitv3.train.config import TrainConfig
+    cfg = TrainConfig(epochs=50, lr=9e-4, min_lr=1e-6, warmup_iterations=500, warmup_init_lr=9e-5)
+    optimizer = torch.optim.AdamW([{"params": [torch.zeros(1, requires_grad=True)], "lr_multiplier": 1.0},
+                                   {"params": [torch.zeros(1, requires_grad=True)], "lr_multiplier": 10.0}])
+    LRSchedule(cfg).apply(optimizer, 600, 1)
+    assert [g["lr"] for g in optimizer.param_groups] == [0.00089911, 0.00899113]
 
 
 def test_official_lr_never_reaches_min_lr():
@@ -202,3 +226,89 @@ def test_multibox_loss_image_without_boxes_contributes_nothing():
         assert torch.allclose(both[key], alone[key])
     empty = multibox_loss(logits[1:], boxes[1:], labels[1:], targets[1:])
     assert empty["loss"].item() == 0.0       # v1 would divide 0 by 0; we keep v2's max(1, N_pos) guard
+
+
+# ---- §9 segmentation: head dropout, evaluation protocol, training-time validation ------------------------------
+
+def test_v1_deeplab_head_has_elementwise_dropout_after_aspp_in_training_only():
+    v1, v2 = create_model("deeplabv3_mobilevitv3_xxs.voc"), create_model("deeplabv3_mobilevitv3_050.voc")
+    assert isinstance(v1.head.aspp_drop, torch.nn.Dropout) and v1.head.aspp_drop.p == 0.1
+    assert v2.head.aspp_drop is None
+    v1.eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(v1(x), v1(x))
+
+
+def test_segmentation_forward_size_upsamples_head_logits_directly():
+    model = create_model("deeplabv3_mobilevitv3_050.voc").eval()
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        feats = model.backbone.forward_intermediates(x)
+        direct = F.interpolate(model.head(feats[-1]), (37, 50), mode="bilinear", align_corners=True)
+        assert torch.allclose(model(x, size=(37, 50)), direct, atol=1e-6)
+
+
+def _one_image_voc(root, size):
+    import numpy as np
+    from PIL import Image
+    voc = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / sub).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(voc / "JPEGImages" / "a.jpg")
+    Image.fromarray(rng.integers(0, 3, size, dtype=np.uint8), mode="L").save(voc / "SegmentationClass" / "a.png")
+    for split in ("train", "val"):
+        (voc / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("a\n")
+    return root
+
+
+def test_v2_segmentation_protocol_evaluates_at_672x512_and_scores_at_original_size(tmp_path):
+    from mobilevitv3.tasks import get_task
+    from mobilevitv3.tasks.segmentation import _label_maps
+    from mobilevitv3.train.config import TrainConfig
+    data = _one_image_voc(tmp_path, (375, 500))
+    model, task = create_model("deeplabv3_mobilevitv3_050.voc").eval(), get_task("segmentation")
+    cfg = TrainConfig(model="deeplabv3_mobilevitv3_050.voc", data=str(data), image_size=512)
+    _, val = task.build_datasets(cfg, model, train=False)
+    image, mask = val[0]
+    assert image.shape == (3, 512, 672) and mask.shape == (375, 500)
+    batch = task.collate([val[0]])
+    with torch.no_grad():
+        (labels,) = _label_maps(model, batch, _nullcontext)
+    assert labels.shape == (375, 500)
+    train_set, val = task.build_datasets(cfg, model, train=True)
+    assert val[0][0].shape == (3, 512, 512) and val[0][1].shape == (512, 512)   # training-time validation
+
+
+def _nullcontext():
+    import contextlib
+    return contextlib.nullcontext()
+
+
+def test_v1_segmentation_protocol_is_opencv_512_in_bgr(tmp_path):
+    import cv2
+    from mobilevitv3.tasks import get_task
+    from mobilevitv3.train.config import TrainConfig
+    data = _one_image_voc(tmp_path, (375, 500))
+    model, task = create_model("deeplabv3_mobilevitv3_xxs.voc"), get_task("segmentation")
+    cfg = TrainConfig(model="deeplabv3_mobilevitv3_xxs.voc", data=str(data), image_size=512)
+    _, val = task.build_datasets(cfg, model, train=False)
+    image, mask = val[0]
+    bgr = cv2.imread(str(data / "VOCdevkit/VOC2012/JPEGImages/a.jpg"))
+    expected = torch.from_numpy(cv2.resize(bgr, (512, 512), interpolation=cv2.INTER_LINEAR)).permute(2, 0, 1)
+    assert torch.equal(image, expected.float() / 255) and mask.shape == (375, 500)
+
+
+def test_keep_official_files_writes_best_prunes_pool_and_averages(tmp_path):
+    from mobilevitv3.train.averaging import keep_official_files
+    save = lambda path, w: torch.save(dict(w), path)             # noqa: E731
+    load = lambda path: torch.load(path, weights_only=True)     # noqa: E731
+    tracker = BestTracker("v2", k=2)
+    for epoch, metric in enumerate([50.0, 51.0, 50.5, 52.0]):
+        keep_official_files(tmp_path, tracker, "ema", metric, {"w": torch.tensor([float(epoch)])}, save, load)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["checkpoint_ema_avg.pt", "checkpoint_ema_best.pt", "checkpoint_ema_score_51.0000.pt",
+                     "checkpoint_ema_score_52.0000.pt"]
+    assert load(tmp_path / "checkpoint_ema_best.pt")["w"].item() == 3.0
+    assert load(tmp_path / "checkpoint_ema_avg.pt")["w"].item() == 2.0      # mean of epochs 1 and 3

@@ -1,8 +1,8 @@
 """`mobilevitv3` command line: a thin skin over the library.
 
 Each subcommand lives in `commands/<name>.py` with `add_arguments(parser)` and `run(args)`; `run` returns a
-JSON-able result (printed on stdout) or None. A user error (`UserError`, `CheckpointError`, a bad name) is one line
-on stderr and exit code 2, never a traceback.
+JSON-able result (printed on stdout) or None. A user error (`UserError` and its subclasses) is one line on stderr
+and exit code 2, never a traceback; any other exception is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import logging
 import sys
 
 from .errors import UserError
-from .weights import CheckpointError
 
 COMMANDS = {
     "list": "models, their exact parameters and MACs beside the reported figures",
@@ -42,11 +41,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(next((a for a in argv if a in COMMANDS), None)).parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s",
+    # Our progress at INFO; third-party chatter (coremltools' "Removing op", ...) only from WARNING up.
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
+    logging.getLogger(__package__).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
         result = importlib.import_module(f".commands.{args.command}", __package__).run(args)
-    except (UserError, CheckpointError, ValueError, FileNotFoundError) as e:
+    except UserError as e:   # CheckpointError, ExportError, DatasetError are UserErrors; anything else is a bug
         if args.verbose:
             raise
         print(f"mobilevitv3 {args.command}: error: {e}", file=sys.stderr)

@@ -1,36 +1,93 @@
-"""Charts of benchmark reports (matplotlib `Figure` with its own Agg canvas: no pyplot, no global state)."""
+"""Charts of benchmark reports (matplotlib `Figure` with its own Agg canvas: no pyplot, no global state).
+
+`chart`: median latency against parameters, one series per implementation/runtime of a `bench` report.
+`accuracy_chart`: the paper's kind of figure, reported ImageNet top-1 against our measured latency.
+`line_chart`: a small grid of latency curves (scaling with input size or batch).
+"""
 from __future__ import annotations
 
 import io
 
 from ..weights import atomic_write
 
+MARKERS = "osD^v<>p*h"
 
-def chart(report: dict, path: str) -> None:
-    """Median latency against parameters, ours and (where timed) timm's, as a PNG."""
+
+def _figure(size: tuple[float, float] = (7, 4.5), panels: int = 1):
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
-    fig = Figure(figsize=(7, 4.5), layout="constrained")
-    ax = fig.subplots()
-    for side, marker in (("ours", "o"), ("timm", "s")):
-        rows = [(r["name"], r if side == "ours" else r.get("timm")) for r in report["results"]]
-        rows = [(n, s) for n, s in rows if s and s.get("latency_ms_median")]
-        if not rows:
-            continue
-        xs, ys = [s["params"] / 1e6 for _, s in rows], [s["latency_ms_median"] for _, s in rows]
-        ax.scatter(xs, ys, marker=marker, label="mobilevitv3" if side == "ours" else "timm")
-        if side == "ours":
-            for (n, _), x, y in zip(rows, xs, ys):
-                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    c, env = report["config"], report["environment"]
-    where = env.get("gpu") or f"{env['cpu']}, {env['threads']} threads"
-    flags = "".join(f", {label}" for key, label in (("channels_last", "channels-last"), ("compile", "compiled"),
-                                                     ("fuse", "BN folded (ours)")) if c[key])
-    ax.set(xlabel="parameters (M)", ylabel="median latency (ms)",
-           title=f"batch {c['batch_size']}, {c['image_size']}px, {c['dtype']}, {c['runtime']}{flags} -- {where}")
-    ax.margins(x=0.15, y=0.1)
-    ax.title.set_fontsize(8)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.subplots(1, panels, squeeze=False)[0]
+
+
+def _save(fig, path: str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def _where(report: dict) -> str:
+    env = report["environment"]
+    return env.get("gpu") or f"{env['cpu']}, {env['threads']} threads"
+
+
+def chart(report: dict, path: str) -> None:
+    """Median latency against parameters, one series per `impl/runtime`, as a PNG."""
+    fig, (ax,) = _figure()
+    labels = list(dict.fromkeys(k for r in report["results"] for k in r.get("runtimes", {})))
+    for i, label in enumerate(labels):
+        rows = [(r["name"], r["runtimes"][label]) for r in report["results"] if label in r.get("runtimes", {})]
+        rows = [(n, s) for n, s in rows if s.get("latency_ms_median")]
+        xs, ys = [s["params"] / 1e6 for _, s in rows], [s["latency_ms_median"] for _, s in rows]
+        ax.scatter(xs, ys, marker=MARKERS[i % len(MARKERS)], label=label)
+        if i == 0:
+            for (n, _), x, y in zip(rows, xs, ys):
+                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    c = report["config"]
+    flags = "".join(f", {label}" for key, label in (("channels_last", "channels-last"),
+                                                     ("fuse", "BN folded (ours)")) if c[key])
+    ax.set(xlabel="parameters (M)", ylabel="median latency (ms)",
+           title=f"batch {c['batch_size']}, {c['image_size']}px, {c['dtype']}{flags} -- {_where(report)}")
+    ax.margins(x=0.15, y=0.1)
+    ax.title.set_fontsize(8)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def accuracy_chart(series: dict[str, list[tuple[str, float, float]]], path: str, *, title: str) -> None:
+    """Reported top-1 (%) against measured latency (ms): `series` maps a runtime label to (name, ms, top-1) points;
+    points of one family are joined in order of latency, as in the papers' accuracy-vs-cost figures."""
+    fig, (ax,) = _figure((8, 5.5))
+    for i, (label, points) in enumerate(series.items()):
+        for family, style in (("mobilevit_", ":"), ("mobilevitv2_", "--"), ("mobilevitv3_", "-")):
+            pts = sorted((ms, top1, n) for n, ms, top1 in points if n.startswith(family)
+                         and not (family == "mobilevit_" and n.startswith("mobilevitv")))
+            if not pts:
+                continue
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=MARKERS[i % len(MARKERS)],
+                    color=f"C{i}", label=f"{label}: {family.rstrip('_')}", markersize=5)
+            if i == 0:
+                for ms, top1, n in pts:
+                    ax.annotate(n.removeprefix("mobilevit"), (ms, top1), fontsize=6, xytext=(3, -8),
+                                textcoords="offset points")
+    ax.set(xscale="log", xlabel="measured latency (ms, log scale)", ylabel="ImageNet-1k top-1 (%, reported)",
+           title=title)
+    ax.title.set_fontsize(8)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    _save(fig, path)
+
+
+def line_chart(panels: dict[str, dict[str, list[tuple[float, float]]]], path: str, *, xlabel: str,
+               ylabel: str, title: str, logy: bool = True) -> None:
+    """One panel per key of `panels`, one curve per (label, [(x, y), ...]) inside it."""
+    fig, axes = _figure((4.2 * len(panels), 3.8), panels=len(panels))
+    for ax, (name, curves) in zip(axes, panels.items()):
+        for i, (label, points) in enumerate(curves.items()):
+            ax.plot([p[0] for p in points], [p[1] for p in points], marker=MARKERS[i % len(MARKERS)], label=label)
+        ax.set(xlabel=xlabel, ylabel=ylabel, title=name, yscale="log" if logy else "linear")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    _save(fig, path)

@@ -1,42 +1,34 @@
-"""Speed of zoo models: latency, throughput, training-step throughput and peak memory, optionally against timm's
-implementations of the same architectures, timed in the same process and alternating (chunks of `chunk` calls) so
-that load drift on a shared machine hits both sides alike.
+"""The timing harness: every implementation/runtime pair in a worker process of its own (`worker.py`), timed in
+alternating rounds so that load drift on a shared machine hits every pair alike.
 
-Latency: batch `batch_size`, one wall time per forward (CUDA: a pair of CUDA events around each forward, then a
-synchronize -- the official `main_latency.py` protocol), mean and median over `runs` forwards after `warmup`.
-Throughput: images/s over `throughput_runs` forwards at `throughput_batch` (0: derived from the latency runs).
-Training step: forward + backward + SGD step on a train-mode copy. Peak memory: bytes a forward allocates above the
-resident weights (CUDA allocator peak; on CPU the running sum of the profiler's allocation events).
+Each round, every worker in turn (the order rotates) does `chunk` timed calls while the others block on their
+pipes: no thread pool of one pair spins while another is timed. Latency: batch `batch_size`, one clock per call
+(CUDA: events + synchronize, the official protocol); median, mean, min over `runs` calls after `warmup`.
+Throughput: images/s at `throughput_batch` (0: from the latency calls). Training step: forward + backward + SGD
+step on a train-mode copy (eager and compiled runtimes). Peak memory: bytes a call allocates above the resident
+weights. The report records the CPU model, the load average before, during and after, and every worker's threads.
 """
 from __future__ import annotations
 
-import copy
 import datetime
+import json
 import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass
-from typing import Callable, Literal
-
-import torch
-from torch import Tensor, nn
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 from ..errors import UserError
-from ..export import export
-from ..export.onnx import ort_session
-from ..layers import fuse
-from ..models import create_model, list_models
 from .counting import official_macs, param_count, true_macs
+from .runtimes import RUNTIMES, TORCH_RUNTIMES, Spec, timm_name
 
 log = logging.getLogger(__name__)
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# timm implements these architectures under the same names (its v2 widths: 050 ... 200).
-TIMM_NAMES = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s",
-              *(f"mobilevitv2_{w}" for w in ("050", "075", "100", "125", "150", "175", "200")))
+SETTLE_S = 0.005   # pause between two workers' turns: spinning OpenMP / onnxruntime threads go back to sleep
 
 
 @dataclass(frozen=True)
@@ -45,11 +37,10 @@ class BenchConfig:
     batch_size: int = 1
     image_size: int = 256
     dtype: Literal["fp32", "bf16", "fp16"] = "fp32"   # bf16/fp16: torch.autocast around the forward
-    channels_last: bool = False                       # model and input (ours is channels-last inside on CPU anyway)
-    compile: bool = False                             # torch.compile, both sides (fullgraph=True for ours)
-    runtime: Literal["eager", "onnxruntime"] = "eager"
-    fuse: bool = False                                # fold BatchNorm into convs (ours only: timm has no such step)
-    threads: int | None = None
+    channels_last: bool = False                       # model and input, every implementation
+    runtimes: tuple[str, ...] = ("eager",)            # each timed for ours (and timm with `vs`) where it exists
+    fuse: bool = False                                # fold BatchNorm into convs first (ours: timm has no such step)
+    threads: int | None = None                        # per worker; None: every core this process may use
     vs: Literal["timm"] | None = None
     warmup: int = 10
     runs: int = 100
@@ -58,7 +49,8 @@ class BenchConfig:
     train: bool = True
     train_batch: int = 0                              # 0: max(2, batch_size) (train-mode BN needs two samples)
     train_runs: int = 10
-    chunk: int = 5
+    chunk: int = 10                                   # timed calls per worker per round
+    flop_limit: bool = False                          # measure SGEMM and report each latency against it
 
 
 # The paper's protocol (official main_latency.py): batch-1 latency over 10,000 forwards after 10 warm-up ones,
@@ -67,203 +59,220 @@ PRESETS = {"official": dict(batch_size=1, image_size=256, dtype="fp32", channels
                             runs=10000, throughput_batch=100, throughput_runs=1000)}
 
 
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        return os.cpu_count() or 1
+
+
 def benchmark(names: list[str], cfg: BenchConfig = BenchConfig()) -> dict:
     """Benchmark every model in `names` (shell patterns allowed); a JSON-able report."""
     _validate(cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     models = _expand(names)
-    env = environment(cfg)
+    threads = cfg.threads or cores()
+    env = environment(cfg, threads)
+    loads: list[float] = []
+    if cfg.flop_limit:
+        env["sgemm_gflops"] = measure_sgemm(threads)
     results = []
     for name in models:
         log.info("benchmarking %s", name)
-        results.append(bench_model(name, cfg))
+        results.append(bench_model(name, cfg, threads, env.get("sgemm_gflops"), loads))
+    env["loadavg_during_max"] = max(loads, default=None)
     env["loadavg_after"] = _loadavg()
     return {"config": asdict(cfg), "environment": env, "results": results}
 
 
-def bench_model(name: str, cfg: BenchConfig) -> dict:
-    """One model's row: counts, our figures, and (with `vs`) timm's figures plus `vs_timm` = ours / timm per figure
-    (below 1 is faster for latency; above 1 is faster for throughput)."""
+def specs_for(name: str, cfg: BenchConfig, threads: int) -> list[Spec]:
+    impls = ["ours"]
+    if cfg.vs == "timm":
+        if timm_name(name):
+            impls.append("timm")
+        else:
+            log.warning("timm has no implementation of %s: timing ours alone", name)
+    batches = tuple(sorted({cfg.batch_size, cfg.throughput_batch} - {0}))
+    return [Spec(name, impl, runtime, cfg.image_size, batches, cfg.channels_last, cfg.fuse, threads, cfg.device,
+                 cfg.dtype, cfg.train and runtime in ("eager", "compiled"))
+            for runtime in cfg.runtimes for impl in impls if impl in RUNTIMES[runtime]]
+
+
+def bench_model(name: str, cfg: BenchConfig, threads: int, gflops: float | None = None,
+                loads: list[float] | None = None) -> dict:
+    """One model's row: counts, then per `impl/runtime` its figures; with `vs` timm's figures and `vs_timm`
+    = ours / timm for the first runtime both have (below 1 is faster for latency)."""
+    from ..models import create_model
     model = create_model(name).eval()
     entry = {"name": name, "params": param_count(model), "macs_official": official_macs(model, cfg.image_size),
              "macs_true": true_macs(model, cfg.image_size)}
-    sides = {"ours": model}
-    reference = timm_name(name) if cfg.vs == "timm" else None
-    if reference is not None:
-        import timm
-        sides["timm"] = timm.create_model(reference).eval()
-    elif cfg.vs:
-        log.warning("timm has no implementation of %s: timing ours alone", name)
-    params = {k: param_count(m) for k, m in sides.items()}
-    stats = _time_sides(sides, cfg)
-    entry.update(stats["ours"])
-    if reference is not None:
-        entry["timm"] = {"name": reference, "params": params["timm"], **stats["timm"]}
-        entry["vs_timm"] = {k: entry[k] / entry["timm"][k] for k in
-                            ("latency_ms_mean", "latency_ms_median", "throughput_img_s", "train_img_s")
-                            if entry.get(k) and entry["timm"].get(k)}
+    del model
+    if gflops:
+        entry["flop_limit_ms"] = 2 * entry["macs_true"] * cfg.batch_size / (gflops * 1e9) * 1e3
+    stats = run_pool(specs_for(name, cfg, threads), cfg, [] if loads is None else loads)
+    for s in stats.values():
+        if gflops and s.get("latency_ms_median"):
+            s["vs_flop_limit"] = s["latency_ms_median"] / entry["flop_limit_ms"]
+    entry["runtimes"] = stats
+    entry.update(stats[f"ours/{cfg.runtimes[0]}"])
+    shared = [r for r in cfg.runtimes if f"timm/{r}" in stats]
+    if shared:
+        timm = stats[f"timm/{shared[0]}"]
+        entry["timm"] = {"name": timm_name(name), **timm}
+        entry["vs_timm"] = _ratios(stats[f"ours/{shared[0]}"], timm)
+        entry["vs_timm_by_runtime"] = {r: _ratios(stats[f"ours/{r}"], stats[f"timm/{r}"]) for r in shared}
     return entry
 
 
-def _time_sides(sides: dict[str, nn.Module], cfg: BenchConfig) -> dict[str, dict]:
-    """Latency, throughput, training step and peak memory of each model, the models taking turns."""
-    infer = {k: _inference_fn(m, cfg, ours=k == "ours") for k, m in sides.items()}
-    stats = {k: {} for k in sides}
-    for key, times in _alternate(infer, cfg.batch_size, cfg.warmup, cfg.runs, cfg).items():
-        stats[key].update(_latency_stats(times, cfg.batch_size))
-    if cfg.throughput_batch:
-        for key, times in _alternate(infer, cfg.throughput_batch, min(cfg.warmup, 3), cfg.throughput_runs,
-                                     cfg).items():
-            stats[key]["throughput_img_s"] = cfg.throughput_batch * len(times) / sum(times)
-    for key, fn in infer.items():
-        stats[key]["peak_memory_mb"] = peak_memory_mb(lambda: fn(cfg.batch_size), cfg) if fn.torch else None
-    if cfg.train and cfg.runtime == "eager":
-        train_batch = cfg.train_batch or max(2, cfg.batch_size)
-        steps = {k: _train_fn(m, cfg, ours=k == "ours") for k, m in sides.items()}
-        for key, times in _alternate(steps, train_batch, 2, cfg.train_runs, cfg).items():
-            stats[key]["train_img_s"] = train_batch * len(times) / sum(times)
-        for key, fn in steps.items():
-            stats[key]["train_peak_memory_mb"] = peak_memory_mb(lambda: fn(train_batch), cfg)
-    return stats
+def measure_sgemm(threads: int) -> float:
+    """GFLOP/s of a float32 2048x2048 matrix product in a fresh worker with `threads` threads: the FLOP limit of a
+    latency is 2 * true MACs / this rate."""
+    with WorkerProcess("sgemm") as w:
+        w.start(threads)
+        return w.request({"cmd": "sgemm", "threads": threads})["gflops"]
 
 
-def timm_name(name: str) -> str | None:
-    """timm's name for the same classification architecture, None where timm has none."""
-    arch = name.partition(".")[0]
-    return arch if arch in TIMM_NAMES else None
+def _ratios(ours: dict, timm: dict) -> dict:
+    keys = ("latency_ms_mean", "latency_ms_median", "throughput_img_s", "train_img_s")
+    return {k: ours[k] / timm[k] for k in keys if ours.get(k) and timm.get(k)}
 
 
-class _Runner:
-    """`fn(batch)` runs one step on a cached input of that batch size; `torch`: whether torch ops run it."""
-
-    def __init__(self, step: Callable[[object], object], make_input: Callable[[int], object], torch_ops: bool):
-        self.step, self.make_input, self.torch, self.inputs = step, make_input, torch_ops, {}
-
-    def __call__(self, batch: int) -> object:
-        if batch not in self.inputs:
-            self.inputs[batch] = self.make_input(batch)
-        return self.step(self.inputs[batch])
-
-
-def _image(cfg: BenchConfig, batch: int) -> Tensor:
-    x = torch.randn(batch, 3, cfg.image_size, cfg.image_size, device=cfg.device)
-    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
-
-
-def _autocast(cfg: BenchConfig):
-    return (torch.autocast(cfg.device, dtype=DTYPES[cfg.dtype]) if cfg.dtype != "fp32" else nullcontext())
-
-
-def _inference_fn(model: nn.Module, cfg: BenchConfig, *, ours: bool) -> _Runner:
-    model = fuse(model) if cfg.fuse and ours else model
-    if cfg.runtime == "onnxruntime":
-        session = _onnx_session(model, _image(cfg, 1), cfg)
-        feed = session.get_inputs()[0].name
-        return _Runner(lambda x: session.run(None, {feed: x}), lambda b: _image(cfg, b).cpu().numpy(), False)
-    model = model.to(cfg.device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cfg.compile:  # ours must compile to one graph; a reference model may break its graph
-        model = torch.compile(model, fullgraph=ours, dynamic=False)
-
-    def step(x: Tensor) -> object:
-        with torch.inference_mode(), _autocast(cfg):
-            return model(x)
-    return _Runner(step, lambda b: _image(cfg, b), True)
+def run_pool(specs: list[Spec], cfg: BenchConfig, loads: list[float]) -> dict[str, dict]:
+    """Start one worker per spec, set them up one after another, time them in alternating rounds."""
+    workers = [WorkerProcess(s.label) for s in specs]
+    try:
+        for w in workers:
+            w.start(cfg.threads or cores())
+        setup = {}
+        for w, spec in zip(workers, specs):   # one at a time: builds and compilations do not compete
+            setup[w.label] = w.request({"cmd": "setup", "spec": asdict(spec)})
+        stats = {w.label: {"params": setup[w.label]["params"], "threads": setup[w.label]["threads"],
+                           "runtime_version": setup[w.label]["runtime_version"], "pid": setup[w.label]["pid"],
+                           "setup_s": round(setup[w.label]["setup_s"], 2)} for w in workers}
+        for label, times in rounds(workers, "infer", cfg.batch_size, cfg.warmup, cfg.runs, cfg.chunk,
+                                   loads).items():
+            stats[label].update(latency_stats(times, cfg.batch_size))
+        if cfg.throughput_batch:
+            for label, times in rounds(workers, "infer", cfg.throughput_batch, min(cfg.warmup, 3),
+                                       cfg.throughput_runs, cfg.chunk, loads).items():
+                stats[label]["throughput_img_s"] = cfg.throughput_batch * len(times) / sum(times)
+        for w, spec in zip(workers, specs):
+            stats[w.label]["peak_memory_mb"] = w.request({"cmd": "memory", "kind": "infer",
+                                                          "batch": cfg.batch_size})["mb"]
+        trainers = [w for w in workers if setup[w.label]["train"]]
+        if trainers:
+            batch = cfg.train_batch or max(2, cfg.batch_size)
+            for label, times in rounds(trainers, "train", batch, 2, cfg.train_runs, cfg.chunk, loads).items():
+                stats[label]["train_img_s"] = batch * len(times) / sum(times)
+            for w in trainers:
+                stats[w.label]["train_peak_memory_mb"] = w.request({"cmd": "memory", "kind": "train",
+                                                                    "batch": batch})["mb"]
+        return stats
+    finally:
+        close_all(workers)
 
 
-def _train_fn(model: nn.Module, cfg: BenchConfig, *, ours: bool) -> _Runner:
-    model = copy.deepcopy(model).to(cfg.device).train()
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-    forward = torch.compile(model, fullgraph=ours, dynamic=False) if cfg.compile else model
-
-    def step(x: Tensor) -> None:
-        with _autocast(cfg):
-            out = forward(x)
-            outs = out if isinstance(out, (tuple, list)) else (out,)
-            loss = sum(o.float().mean() for o in outs)  # any output structure; the value is irrelevant
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return _Runner(step, lambda b: _image(cfg, b), True)
+def close_all(workers: list["WorkerProcess"]) -> None:
+    """Ask every worker to quit first, then wait for each: their interpreters shut down side by side."""
+    for w in workers:
+        w.quit()
+    for w in workers:
+        w.close()
 
 
-def _timer(cfg: BenchConfig) -> Callable[[Callable[[], object]], float]:
-    """Seconds one call takes: CUDA events + synchronize on CUDA (official protocol), else a monotonic clock."""
-    if cfg.device == "cuda" and cfg.runtime == "eager":
-        def cuda_time(fn: Callable[[], object]) -> float:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end) / 1e3
-        return cuda_time
-
-    def wall_time(fn: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        fn()
-        return time.perf_counter() - start
-    return wall_time
-
-
-def _alternate(fns: dict[str, _Runner], batch: int, warmup: int, runs: int, cfg: BenchConfig) -> dict[str, list]:
-    """Per-call seconds of each runner; the runners take turns, `cfg.chunk` calls at a time."""
-    timer, times = _timer(cfg), {k: [] for k in fns}
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn(batch)
-        if cfg.device == "cuda":
-            torch.cuda.synchronize()
-    while len(next(iter(times.values()))) < runs:
-        n = min(cfg.chunk, runs - len(next(iter(times.values()))))
-        for key, fn in fns.items():
-            times[key] += [timer(lambda: fn(batch)) for _ in range(n)]
+def rounds(workers: list["WorkerProcess"], kind: str, batch: int, warmup: int, runs: int, chunk: int,
+           loads: list[float], turns: list[tuple[str, float, float]] | None = None) -> dict[str, list[float]]:
+    """Per-call seconds of each worker: `warmup` untimed calls each, then rounds of `chunk` calls per worker.
+    `turns` (if given) receives (label, wall-clock start, end) of every timed turn."""
+    times: dict[str, list[float]] = {w.label: [] for w in workers}
+    for w in workers:
+        if warmup:
+            w.request({"cmd": "time", "kind": kind, "batch": batch, "n": warmup})
+    done, turn = 0, 0
+    while done < runs:
+        n = min(chunk, runs - done)
+        shift = turn % len(workers)
+        for w in workers[shift:] + workers[:shift]:
+            time.sleep(SETTLE_S)
+            reply = w.request({"cmd": "time", "kind": kind, "batch": batch, "n": n})
+            times[w.label] += reply["times"]
+            if turns is not None:
+                turns.append((w.label, *reply["span"]))
+        load = _loadavg()
+        if load:
+            loads.append(load[0])
+        done, turn = done + n, turn + 1
     return times
 
 
-def _latency_stats(times: list[float], batch: int) -> dict:
+def latency_stats(times: list[float], batch: int) -> dict:
     ms = [t * 1e3 for t in times]
     mean = statistics.fmean(ms)
     return {"latency_ms_mean": mean, "latency_ms_median": statistics.median(ms), "latency_ms_min": min(ms),
             "latency_ms_std": statistics.pstdev(ms), "runs": len(ms), "throughput_img_s": batch * 1e3 / mean}
 
 
-def peak_memory_mb(fn: Callable[[], object], cfg: BenchConfig) -> float:
-    """MiB one call allocates at its peak above what was allocated before it."""
-    if cfg.device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU)
-    live = peak = 0
-    for _, nbytes in events:
-        live += nbytes
-        peak = max(peak, live)
-    return peak / 2**20
+class WorkerProcess:
+    """A `python -m mobilevitv3.bench.worker` child; `request(msg)` sends one JSON line and waits for the reply."""
 
+    def __init__(self, label: str) -> None:
+        self.label, self.proc, self.log = label, None, None
 
-def _onnx_session(model: nn.Module, example: Tensor, cfg: BenchConfig):
-    """An onnxruntime session on the package's own ONNX export of `model` (batch axis dynamic)."""
-    if cfg.device == "cuda":
-        raise UserError("--runtime onnxruntime times the CPU execution provider; drop --device cuda")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx")
-        export(model.cpu().eval(), "onnx", path, image_size=tuple(example.shape[-2:]), dynamic_batch=True)
-        return ort_session(path, threads=cfg.threads)
+    def __enter__(self) -> "WorkerProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start(self, threads: int) -> None:
+        self.log = tempfile.TemporaryFile(mode="w+")   # its warnings and tracebacks, shown when it fails
+        self.proc = subprocess.Popen([sys.executable, "-m", "mobilevitv3.bench.worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, bufsize=1)
+        log.debug("started worker %s (pid %d, %d threads)", self.label, self.proc.pid, threads)
+
+    def request(self, msg: dict) -> dict:
+        try:
+            self.proc.stdin.write(json.dumps(msg) + "\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError):
+            line = ""
+        if not line:
+            raise RuntimeError(f"benchmark worker {self.label} exited ({self.proc.poll()}):\n{self._tail()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            if reply["user"]:
+                raise UserError(f"{self.label}: {reply['error'].partition(': ')[2]}")
+            raise RuntimeError(f"benchmark worker {self.label}: {reply['error']}\n{self._tail()}")
+        return reply
+
+    def _tail(self, lines: int = 30) -> str:
+        self.log.seek(0)
+        return "".join(self.log.readlines()[-lines:])
+
+    def quit(self) -> None:
+        if self.proc is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.write('{"cmd": "quit"}\n')
+                self.proc.stdin.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        self.quit()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
+        self.proc = None
 
 
 def _expand(names: list[str]) -> list[str]:
+    from ..models import list_models
     out = []
     for name in names:
         if any(c in name for c in "*?["):
@@ -277,18 +286,30 @@ def _expand(names: list[str]) -> list[str]:
 
 
 def _validate(cfg: BenchConfig) -> None:
+    import torch
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
-    if cfg.runtime == "onnxruntime" and (cfg.compile or cfg.dtype != "fp32"):
-        raise UserError("--runtime onnxruntime times the exported float32 graph: drop --compile / --dtype")
-    for field in ("batch_size", "image_size", "runs"):
-        if getattr(cfg, field) < 1:
-            raise UserError(f"{field.replace('_', '-')} must be at least 1")
+    unknown = [r for r in cfg.runtimes if r not in RUNTIMES]
+    if unknown or not cfg.runtimes:
+        raise UserError(f"unknown runtime {', '.join(unknown) or '(none)'}; choose from {', '.join(RUNTIMES)}")
+    exported = [r for r in cfg.runtimes if r not in TORCH_RUNTIMES]
+    if exported and (cfg.device != "cpu" or cfg.dtype != "fp32"):
+        raise UserError(f"--runtime {exported[0]} times the exported float32 graph on CPU: drop --device / --dtype")
+    for name in ("batch_size", "image_size", "runs", "chunk"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"{name.replace('_', '-')} must be at least 1")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise UserError("threads must be at least 1")
     if cfg.vs == "timm":
         try:
             import timm  # noqa: F401
         except ImportError:
             raise UserError("--vs timm needs timm installed (pip install timm)") from None
+    if "executorch" in cfg.runtimes:
+        try:
+            import executorch  # noqa: F401
+        except ImportError:
+            raise UserError("--runtime executorch needs executorch installed (pip install executorch)") from None
 
 
 def _loadavg() -> list[float] | None:
@@ -298,18 +319,18 @@ def _loadavg() -> list[float] | None:
         return None
 
 
-def environment(cfg: BenchConfig) -> dict:
+def environment(cfg: BenchConfig, threads: int) -> dict:
+    import torch
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
-           "threads": torch.get_num_threads(), "loadavg_before": _loadavg()}
+           "cores": cores(), "threads": threads, "loadavg_before": _loadavg(),
+           "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     if cfg.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
-    if cfg.vs == "timm":
-        import timm
-        env["timm"] = timm.__version__
-    if cfg.runtime == "onnxruntime":
-        import onnxruntime
-        env["onnxruntime"] = onnxruntime.__version__
+    for module in ("timm", "onnxruntime", "executorch"):
+        if (module == "timm" and cfg.vs == "timm") or module in cfg.runtimes:
+            from importlib.metadata import version
+            env[module] = version(module)
     return env
 
 

@@ -1,6 +1,7 @@
 """`mobilevitv3 ablation`: parameters and MACs of the paper's block ablation rows."""
 import argparse
 
+from ..errors import UserError
 from ..bench.zoo import ablation, table
 
 
@@ -10,6 +11,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace):
+    if not 32 <= args.image_size <= 4096:
+        raise UserError(f"--image-size must be in 32..4096 (one pixel at stride 32), got {args.image_size}")
     rows = ablation(args.image_size)
     if args.json:
         return rows

@@ -1,10 +1,12 @@
-"""`mobilevitv3 bench NAME...`: latency / throughput / training-step / memory benchmark, optionally against timm."""
+"""`mobilevitv3 bench NAME...`: latency / throughput / training-step / memory benchmark, each implementation and
+runtime in a worker process of its own, timed in alternating rounds (`bench.timing`), optionally against timm."""
 from __future__ import annotations
 
 import argparse
 from dataclasses import fields, replace
 
 from ..bench.chart import chart
+from ..bench.runtimes import RUNTIMES
 from ..bench.timing import PRESETS, BenchConfig, benchmark
 
 DEFAULTS = BenchConfig()
@@ -18,16 +20,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help=f"square input side (default {DEFAULTS.image_size})")
     p.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help="bf16/fp16: autocast (default fp32)")
     p.add_argument("--channels-last", action="store_true", default=None,
-                   help="channels-last model and input, both sides (ours computes channels-last on CPU anyway)")
-    p.add_argument("--compile", action="store_true", default=None, help="torch.compile(fullgraph=True)")
-    p.add_argument("--runtime", choices=["eager", "onnxruntime"], help="PyTorch eager or an ONNX export in ORT")
+                   help="channels-last model and input, every implementation (default: NCHW, as created)")
+    p.add_argument("--runtime", dest="runtimes", nargs="+", choices=list(RUNTIMES),
+                   help="one or more, each in its own worker: eager, compiled (torch.compile), optimized "
+                        "(mobilevitv3.optimize, ours only), onnxruntime (our ONNX export), executorch (XNNPACK); "
+                        "default eager")
+    p.add_argument("--compile", action="store_true", help="same as --runtime compiled")
     p.add_argument("--vs", choices=["timm"], help="also time timm's model of the same architecture, alternating")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: torch's)")
-    p.add_argument("--fuse", action="store_true", default=None, help="fold BatchNorm into convs (ours)")
+    p.add_argument("--threads", type=int, help="threads of every worker (default: every core this process may use)")
+    p.add_argument("--fuse", action="store_true", default=None, help="fold BatchNorm into convs first (ours)")
+    p.add_argument("--flop-limit", action="store_true", default=None,
+                   help="measure this CPU's SGEMM rate and report every latency against 2 x MACs / that rate")
     p.add_argument("--preset", choices=sorted(PRESETS), help="official: the paper protocol (batch-1 latency, "
                    "batch-100 throughput, 256x256, fp32, 10,000 / 1,000 runs)")
     p.add_argument("--warmup", type=int, help=f"untimed calls first (default {DEFAULTS.warmup})")
-    p.add_argument("--runs", type=int, help=f"timed latency forwards (default {DEFAULTS.runs})")
+    p.add_argument("--runs", type=int, help=f"timed latency calls (default {DEFAULTS.runs})")
+    p.add_argument("--chunk", type=int, help=f"timed calls per worker per round (default {DEFAULTS.chunk})")
     p.add_argument("--throughput-batch", type=int, help="separate throughput batch (default: from the latency runs)")
     p.add_argument("--throughput-runs", type=int, help=f"(default {DEFAULTS.throughput_runs})")
     p.add_argument("--no-train", dest="train", action="store_false", default=None, help="skip the training step")
@@ -40,6 +48,10 @@ def run(args: argparse.Namespace) -> dict:
     cfg = replace(DEFAULTS, **PRESETS.get(args.preset, {}))
     explicit = {f.name: getattr(args, f.name) for f in fields(BenchConfig)
                 if getattr(args, f.name, None) is not None}
+    if args.compile:
+        explicit["runtimes"] = tuple(dict.fromkeys([*explicit.get("runtimes", ()), "compiled"]))
+    if "runtimes" in explicit:
+        explicit["runtimes"] = tuple(explicit["runtimes"])
     report = benchmark(args.names, replace(cfg, **explicit))
     if args.chart:
         chart(report, args.chart)

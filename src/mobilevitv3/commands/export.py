@@ -1,13 +1,14 @@
-"""`mobilevitv3 export NAME [--weights PATH] --format FORMAT -o OUT`: write a deployable file, check it against the
+"""`mobilevitv3 export CHECKPOINT|NAME [--weights PATH] --format FORMAT -o OUT`: write a deployable file, check it against the
 eager model with the format's runtime, print the report (max abs difference, runtime, embedded preprocessing)."""
 import argparse
+
+from .eval import add_model_arguments
 
 FORMAT_NAMES = ("onnx", "torchscript", "exported-program", "coreml", "executorch", "tflite")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="architecture[.tag], e.g. mobilevitv3_xxs.in1k (the tag's preprocessing is embedded)")
-    p.add_argument("--weights", help="official / timm / .safetensors weights (default: random initialisation)")
+    add_model_arguments(p)
     p.add_argument("--format", required=True, metavar="FORMAT",
                    help=f"one of {', '.join(FORMAT_NAMES)}")
     p.add_argument("-o", "--output", required=True, help="output file (.mlpackage folder for coreml)")
@@ -25,11 +26,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     from ..errors import UserError
     from ..export import export
+    from ..infer.run import is_file_argument, load_model
     from ..models import create_model
     size = args.image_size
     if size is not None and len(size) not in (1, 2):
         raise UserError(f"--image-size takes H W or one value, got {len(size)} values")
-    model = create_model(args.name, weights=args.weights)
+    if args.weights is None and not is_file_argument(args.model):   # an architecture, randomly initialised
+        model = create_model(args.model, num_classes=args.num_classes)
+    else:
+        model, _ = load_model(args.model, args.weights, num_classes=args.num_classes, copy=args.copy)
     return export(model, args.format, args.output, image_size=None if size is None else tuple(size * (3 - len(size))),
                   batch_size=args.batch_size, dynamic_batch=args.dynamic_batch, dynamic_size=args.dynamic_size,
                   fuse=args.fuse, fp16=args.fp16, verify=not args.no_verify)

@@ -2,6 +2,7 @@
 import argparse
 
 from ..bench.zoo import describe, table
+from ..errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -12,9 +13,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace):
+    if not 32 <= args.image_size <= 4096:
+        raise UserError(f"--image-size must be in 32..4096 (one pixel at stride 32), got {args.image_size}")
     rows = describe(args.pattern, image_size=args.image_size, tags=args.tags)
     if not rows:
-        raise ValueError(f"no model matches {args.pattern!r}")
+        raise UserError(f"no model matches {args.pattern!r}; see `mobilevitv3 list`")
     if args.json:
         return rows
     print(table(rows))

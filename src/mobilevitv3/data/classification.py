@@ -55,6 +55,11 @@ class ClassificationSet(Dataset):
         if isinstance(self.items, tuple):
             return self.items[0][index], int(self.items[1][index])
         path, label = self.items[index]
+        if self.pipe.backend == "opencv":   # the v1 pipeline reads with OpenCV (BGR); PIL for what it cannot read
+            from .cv_transforms import imread_bgr
+            image = imread_bgr(path)
+            if image is not None:
+                return image, label
         return load_rgb(path), label
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[Tensor, int, int] | None:

@@ -6,10 +6,11 @@ once, up front:
 * an image listed in the json whose file is missing: an error naming it (a partial download must not train on a
   silently smaller set);
 * crowd regions: not training targets (COCOeval handles them from the ground-truth json);
-* boxes partly outside the image are clipped to it; boxes with a side under 1 pixel after clipping (zero-area or
-  entirely outside) are skipped and counted, as torchvision's `SanitizeBoundingBoxes` would;
-* images left without a box: skipped and counted for training (they teach SSD nothing), kept for evaluation
-  (their false positives count in COCO mAP).
+* boxes partly outside the image are clipped to it (v2 family; `clip=False`: kept as annotated, as v1); boxes
+  with an empty side after that are skipped and counted, as the official loaders do;
+* training uses the images with at least one annotation, as the official loaders (pycocotools' `imgToAnns`):
+  crowd-only ones train with zero boxes (all priors background); evaluation keeps every image (their false
+  positives count in COCO mAP).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ class CocoBoxes(CocoDetection):
     image file that cannot be decoded. Index with an int or the training sampler's `(index, height, width)`."""
 
     def __init__(self, data: str | Path, split: str, *, transform: BoxTransform | None = None,
-                 train: bool = False) -> None:
+                 train: bool = False, clip: bool = True) -> None:
         root = coco_root(data)
         ann_file, image_dir = root / "annotations" / f"instances_{split}2017.json", root / f"{split}2017"
         for path in (ann_file, image_dir):
@@ -56,7 +57,7 @@ class CocoBoxes(CocoDetection):
                 super().__init__(str(image_dir), str(ann_file))
             except (ValueError, KeyError, TypeError) as e:
                 raise DatasetError(f"{ann_file}: not a COCO instances file ({e})") from None
-        self.box_transform, self.ann_file = transform, ann_file
+        self.box_transform, self.ann_file, self.clip = transform, ann_file, clip
         self.category_ids = sorted(self.coco.getCatIds())
         self.label_of = {cid: i + 1 for i, cid in enumerate(self.category_ids)}
         self.class_names = ["background"] + [self.coco.cats[c]["name"] for c in self.category_ids]
@@ -70,7 +71,8 @@ class CocoBoxes(CocoDetection):
         kept = []
         for img_id in self.ids:
             self.targets[img_id] = self._clean(img_id)
-            if train and len(self.targets[img_id][1]) == 0:
+            # official training set: the images with any annotation (crowd-only ones train with zero boxes)
+            if train and not self.coco.imgToAnns.get(img_id):
                 self.skipped["images_without_boxes"] += 1
             else:
                 kept.append(img_id)
@@ -97,8 +99,10 @@ class CocoBoxes(CocoDetection):
                 raise DatasetError(f"{self.ann_file}: annotation {ann.get('id')} has bbox {bbox!r}, "
                                    "expected [x, y, width, height]")
             x, y, w, h = (float(v) for v in bbox)
-            x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, float(W)), min(y + h, float(H))
-            if x2 - x1 < 1 or y2 - y1 < 1:
+            x1, y1, x2, y2 = x, y, x + w, y + h
+            if self.clip:   # v2; the v1 loader keeps boxes as annotated
+                x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(W)), min(y2, float(H))
+            if x2 <= x1 or y2 <= y1:   # the official rule: only empty boxes go
                 self.skipped["degenerate_boxes"] += 1
                 continue
             self.skipped["clipped_boxes"] += (x1, y1, x2, y2) != (x, y, x + w, y + h)

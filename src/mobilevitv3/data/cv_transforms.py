@@ -12,14 +12,15 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 
 def imread_bgr(path: str | Path) -> np.ndarray | None:
     """HWC uint8 BGR as `cv2.imread` gives it (EXIF orientation applied), or None when OpenCV cannot decode it."""
+    import cv2  # here, not at import: importing OpenCV edits the environment (LD_LIBRARY_PATH)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     return image if image is not None and image.size else None
 
@@ -29,8 +30,18 @@ def from_rgb_tensor(image: Tensor) -> np.ndarray:
     return np.ascontiguousarray(image.permute(1, 2, 0).flip(-1).numpy())
 
 
+def as_bgr(image: "np.ndarray | Tensor | Image.Image") -> np.ndarray:
+    """HWC uint8 BGR from an OpenCV read (kept), a PIL RGB image or a [3, H, W] uint8 RGB tensor."""
+    if isinstance(image, np.ndarray):
+        return image
+    if isinstance(image, Tensor):
+        return from_rgb_tensor(image)
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
+
+
 def cv_resize(image: np.ndarray, size: tuple[int, int], *, nearest: bool = False) -> np.ndarray:
     """Resize to (h, w): bilinear without antialias (images) or nearest (masks), as `cv2.resize` does."""
+    import cv2
     h, w = size
     if image.shape[:2] == (h, w):
         return image
@@ -90,13 +101,15 @@ def rrc_params(height: int, width: int, scale: tuple[float, float] = (0.08, 1.0)
 
 @dataclass(frozen=True)
 class CvEvalTransform:
-    """Official v1 classification evaluation: short side -> `resize`, floor-centred `crop`, tensor."""
-    resize: int = 288
+    """Official v1 classification evaluation: short side -> `resize` (or exactly (h, w)), floor-centred `crop`."""
+    resize: int | tuple[int, int] = 288
     crop: int | None = 256
     flip_channels: bool = False      # True: give RGB (the BGR checkpoints want False)
 
     def __call__(self, image: np.ndarray) -> Tensor:
-        image = cv_resize(image, short_side_size(*image.shape[:2], self.resize))
+        image = as_bgr(image)
+        size = short_side_size(*image.shape[:2], self.resize) if isinstance(self.resize, int) else tuple(self.resize)
+        image = cv_resize(image, size)
         if self.crop is not None:
             image = center_crop(image, self.crop)
         return to_tensor(image, flip_channels=self.flip_channels)
@@ -112,6 +125,7 @@ class CvTrainTransform:
     flip_channels: bool = False
 
     def __call__(self, image: np.ndarray) -> Tensor:
+        image = as_bgr(image)
         top, left, h, w = rrc_params(*image.shape[:2], self.scale, self.ratio)
         image = cv_resize(image[top:top + h, left:left + w], self.size)
         if self.hflip > 0 and _uniform(0.0, 1.0) <= self.hflip:
@@ -121,31 +135,6 @@ class CvTrainTransform:
 
 def _mask_tensor(mask: np.ndarray) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(mask))
-
-
-@dataclass(frozen=True)
-class CvSegTrainTransform:
-    """Official v1 DeepLabv3 training on an (RGB uint8 image tensor, mask) pair: shorter side U{256..1024}
-    (INTER_LINEAR; mask nearest), enlarged to a short side of the crop when smaller (no padding), random crop,
-    flip p 0.5; a BGR float image and the uint8 mask."""
-    short_side: tuple[int, int] = (256, 1024)
-    hflip: float = 0.5
-    flip_channels: bool = False
-
-    def __call__(self, image: Tensor, mask: Tensor, size: tuple[int, int] | None):
-        if size is None:
-            raise ValueError("the training transform needs the crop size from the sampler")
-        img, m = from_rgb_tensor(image.as_subclass(Tensor)), mask.as_subclass(Tensor).numpy()
-        new = short_side_size(*img.shape[:2], _randint(*self.short_side))
-        img, m = cv_resize(img, new), cv_resize(m, new, nearest=True)
-        if img.shape[0] < size[0] or img.shape[1] < size[1]:
-            new = short_side_size(*img.shape[:2], max(size))
-            img, m = cv_resize(img, new), cv_resize(m, new, nearest=True)
-        top, left = _randint(0, img.shape[0] - size[0]), _randint(0, img.shape[1] - size[1])
-        img, m = img[top:top + size[0], left:left + size[1]], m[top:top + size[0], left:left + size[1]]
-        if self.hflip > 0 and _uniform(0.0, 1.0) <= self.hflip:
-            img, m = img[:, ::-1], m[:, ::-1]
-        return to_tensor(img, flip_channels=self.flip_channels), _mask_tensor(m)
 
 
 @dataclass(frozen=True)

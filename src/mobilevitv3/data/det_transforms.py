@@ -1,9 +1,11 @@
-"""Joint image/box augmentation of the official SSD recipes, with torchvision transforms v2.
+"""Joint image/box transforms of the official SSD recipes (training.md §10).
 
-Training: SSD random IoU crop (min IoU from {0, 0.1, 0.3, 0.5, 0.7, 0.9, no crop}, 40 trials, sides U(0.3, 1),
-aspect in [0.5, 2], boxes kept when their centre is inside), SSD photometric distortion (each step p 0.5),
-horizontal flip, resize to the input size (aspect not kept); zoom-out is disabled as in the official recipes.
-Evaluation: resize to the input size. Boxes stay in pixels of the resized image; the loss normalises them.
+Training (`DetTrainTransform`): the family's official pipeline from `official_det_aug`: SSD crop (min IoU from
+{0 = no crop, 0.1, 0.3, 0.5, 0.7, 0.9, 1}, 40 trials, sides U(0.3, 1), aspect in [0.5, 2], best IoU over all
+boxes, boxes kept when their centre is inside; v2 also >= 100 px sides), photometric distortion (v1 OpenCV-style
+on BGR, v2 ColorJitter-style), flip, resize to the input size (aspect not kept; v1 OpenCV bilinear, v2 PIL
+bicubic); zoom-out is disabled as in the official recipes. `DetEvalTransform`: a plain torchvision resize (predict).
+Boxes stay in pixels of the resized image; the loss normalises them.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import UserError
+from .official_det_aug import OfficialDetTrainTransform
 from .seg_transforms import NOT_AUGMENTATION, interpolation_mode, to_model_input
 
 
@@ -40,28 +43,20 @@ class DetAugment:
 
 
 class DetTrainTransform:
-    """(image uint8, {"boxes", "labels"}, input (h, w)) -> (float image at (h, w), target without lost boxes)."""
+    """(image uint8, {"boxes", "labels"}, input (h, w)) -> (float image at (h, w), target), the official pipeline
+    of the model's family (`official_det_aug.OfficialDetTrainTransform`): SSD crop (t = 0: no crop; v2: crops of
+    >= 100 px), photometric distortion (v1 OpenCV-style on BGR, v2 ColorJitter-style), flip, resize (v1 OpenCV
+    bilinear, v2 PIL bicubic)."""
 
     def __init__(self, aug: DetAugment, *, hflip: float, interpolation: str, channel_order: str,
-                 antialias: bool = True, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> None:
-        self.crop = v2.RandomIoUCrop(min_scale=aug.crop_min_scale, max_scale=1.0, min_aspect_ratio=0.5,
-                                     max_aspect_ratio=2.0, trials=40) if aug.iou_crop else None
-        self.augment = v2.Compose([v2.RandomPhotometricDistort(p=aug.photometric)] * (aug.photometric > 0)
-                                  + [v2.RandomHorizontalFlip(hflip)])
-        # drops the boxes the crop left out (RandomIoUCrop zeroes them) and any box under a pixel
-        self.sanitize = v2.SanitizeBoundingBoxes()
-        self.interpolation, self.antialias = interpolation_mode(interpolation), antialias
-        self.channel_order, self.mean, self.std = channel_order, mean, std
+                 antialias: bool = True, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), family: str = "v2") -> None:
+        # the official pipelines have no mean/std, and their resize mode is the family's: both are ignored
+        flip = channel_order == ("rgb" if family == "v1" else "bgr")   # v1 works in OpenCV's BGR
+        self.official = OfficialDetTrainTransform(family, hflip=hflip, photometric=aug.photometric,
+                                                  crop=aug.iou_crop, min_scale=aug.crop_min_scale, flip_channels=flip)
 
     def __call__(self, image: tv_tensors.Image, target: dict, size: tuple[int, int] | None):
-        if size is None:
-            raise ValueError("the training transform needs the input size from the sampler")
-        if self.crop is not None and len(target["labels"]):    # the IoU crop needs a box to aim at
-            image, target = self.crop(image, target)
-        image, target = self.sanitize(*self.augment(image, target))
-        image = F.resize(image, list(size), interpolation=self.interpolation, antialias=self.antialias)
-        target = {**target, "boxes": F.resize(target["boxes"], list(size))}
-        return to_model_input(image, channel_order=self.channel_order, mean=self.mean, std=self.std), target
+        return self.official(image, target, size)
 
 
 class DetEvalTransform:

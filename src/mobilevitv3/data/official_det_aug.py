@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -40,9 +39,9 @@ def _iou(rect: Tensor, boxes: Tensor) -> Tensor:
     return inter / (area + (rect[2:] - rect[:2]).prod() - inter)
 
 
-def _window(height: int, width: int, family: str) -> Tensor | None:
+def _window(height: int, width: int, family: str, min_scale: float) -> Tensor | None:
     """One candidate crop rectangle (int-truncated xyxy), or None when its aspect is rejected."""
-    w, h = _uniform(0.3 * width, width), _uniform(0.3 * height, height)
+    w, h = _uniform(min_scale * width, width), _uniform(min_scale * height, height)
     if family == "v2":
         w, h = int(w), int(h)
     if not 0.5 <= h / w <= 2:
@@ -51,7 +50,8 @@ def _window(height: int, width: int, family: str) -> Tensor | None:
     return torch.tensor([int(left), int(top), int(left + w), int(top + h)], dtype=torch.float32)
 
 
-def ssd_crop_window(boxes: Tensor, height: int, width: int, *, family: Literal["v1", "v2"]) -> Tensor | None:
+def ssd_crop_window(boxes: Tensor, height: int, width: int, *, family: Literal["v1", "v2"],
+                    min_scale: float = 0.3) -> Tensor | None:
     """The official SSD crop's rectangle (xyxy pixels) for an image with these boxes, or None for "no crop"."""
     if boxes.numel() == 0:
         return None
@@ -62,7 +62,7 @@ def ssd_crop_window(boxes: Tensor, height: int, width: int, *, family: Literal["
         if t == 0.0:
             return None
         for _ in range(TRIALS):
-            rect = _window(height, width, family)
+            rect = _window(height, width, family, min_scale)
             if rect is None or float(_iou(rect, boxes).max()) < t:
                 continue
             inside = ((centres > rect[:2]) & (centres < rect[2:])).all(dim=1)
@@ -84,12 +84,12 @@ def apply_crop(boxes: Tensor, labels: Tensor, rect: Tensor) -> tuple[Tensor, Ten
     return kept, labels[inside]
 
 
-def ssd_crop(image: Tensor | np.ndarray, boxes: Tensor, labels: Tensor, *, family: Literal["v1", "v2"]
-             ) -> tuple[Tensor | np.ndarray, Tensor, Tensor]:
+def ssd_crop(image: Tensor | np.ndarray, boxes: Tensor, labels: Tensor, *, family: Literal["v1", "v2"],
+             min_scale: float = 0.3) -> tuple[Tensor | np.ndarray, Tensor, Tensor]:
     """The official SSD crop of a [C, H, W] tensor or an HWC array with its xyxy pixel boxes and labels."""
     chw = isinstance(image, Tensor)
     height, width = image.shape[-2:] if chw else image.shape[:2]
-    rect = ssd_crop_window(boxes, height, width, family=family)
+    rect = ssd_crop_window(boxes, height, width, family=family, min_scale=min_scale)
     if rect is None:
         return image, boxes, labels
     x1, y1, x2, y2 = (int(v) for v in rect)
@@ -108,6 +108,7 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
 
 def photometric_v1(image: np.ndarray, p: float = 0.5) -> np.ndarray:
     """The v1 family's photometric distortion of an HWC uint8 BGR image."""
+    import cv2  # here, not at import: importing OpenCV edits the environment (LD_LIBRARY_PATH)
     gates = torch.rand(6).tolist()
     x = image.astype(np.float32)
     alpha = _uniform(0.5, 1.5) if gates[0] < p else 1.0
@@ -140,8 +141,9 @@ class OfficialDetTrainTransform:
     resized image."""
 
     def __init__(self, family: Literal["v1", "v2"], *, hflip: float = 0.5, photometric: float = 0.5,
-                 flip_channels: bool = False) -> None:
+                 crop: bool = True, min_scale: float = 0.3, flip_channels: bool = False) -> None:
         self.family, self.hflip, self.p, self.flip_channels = family, hflip, photometric, flip_channels
+        self.crop, self.min_scale = crop, min_scale
         self.jitter = v2.RandomPhotometricDistort(p=photometric) if family == "v2" and photometric > 0 else None
 
     def __call__(self, image: Tensor, target: dict, size: tuple[int, int] | None):
@@ -149,7 +151,8 @@ class OfficialDetTrainTransform:
             raise ValueError("the training transform needs the input size from the sampler")
         boxes, labels = target["boxes"].as_subclass(Tensor).float(), target["labels"]
         img = from_rgb_tensor(image.as_subclass(Tensor)) if self.family == "v1" else image.as_subclass(Tensor)
-        img, boxes, labels = ssd_crop(img, boxes, labels, family=self.family)
+        if self.crop:
+            img, boxes, labels = ssd_crop(img, boxes, labels, family=self.family, min_scale=self.min_scale)
         if self.family == "v1" and self.p > 0:
             img = photometric_v1(img, self.p)
         elif self.jitter is not None:
@@ -157,11 +160,34 @@ class OfficialDetTrainTransform:
         height, width = (img.shape[:2] if self.family == "v1" else img.shape[-2:])
         if self.hflip > 0 and _uniform(0.0, 1.0) <= self.hflip:
             img, boxes = _flip(img, boxes, width)
-        if self.family == "v1":
-            x = to_tensor(cv_resize(np.ascontiguousarray(img), tuple(size)), flip_channels=self.flip_channels)
-        else:
-            x = pil_resize(img.contiguous(), tuple(size)).float().div_(255)
-            x = x.flip(0) if self.flip_channels else x
+        x = family_resize(img, tuple(size), family=self.family, flip_channels=self.flip_channels)
         scale = torch.tensor([size[1] / width, size[0] / height] * 2)
         boxes = tv_tensors.BoundingBoxes(boxes * scale, format="XYXY", canvas_size=tuple(size))
         return x, {**target, "boxes": boxes, "labels": labels}
+
+
+def family_resize(image: Tensor | np.ndarray, size: tuple[int, int], *, family: str, flip_channels: bool) -> Tensor:
+    """The official detection resize to (h, w), aspect not kept: v1 OpenCV bilinear on the HWC BGR array, v2 PIL
+    bicubic on the [3, H, W] RGB tensor; a float [0, 1] tensor in the stored order (flipped when asked)."""
+    if family == "v1":
+        return to_tensor(cv_resize(np.ascontiguousarray(image), size), flip_channels=flip_channels)
+    x = pil_resize(image.contiguous(), size).float().div_(255)
+    return x.flip(0) if flip_channels else x
+
+
+class OfficialDetEvalTransform:
+    """The official detection evaluation input: the image resized to `size` as `family_resize`; boxes scaled."""
+
+    def __init__(self, family: Literal["v1", "v2"], size: tuple[int, int], *, flip_channels: bool = False) -> None:
+        self.family, self.size, self.flip_channels = family, tuple(size), flip_channels
+
+    def __call__(self, image: Tensor, target: dict | None = None, size: tuple[int, int] | None = None):
+        image = image.as_subclass(Tensor)
+        height, width = image.shape[-2:]
+        img = from_rgb_tensor(image) if self.family == "v1" else image
+        x = family_resize(img, self.size, family=self.family, flip_channels=self.flip_channels)
+        if target is not None:
+            scale = torch.tensor([self.size[1] / width, self.size[0] / height] * 2)
+            boxes = target["boxes"].as_subclass(Tensor).float() * scale
+            target = {**target, "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=self.size)}
+        return x, target

@@ -72,6 +72,8 @@ def _cut(ids: Sequence[int], sizes: Iterator[tuple[int, int, int]], *, pad: bool
         chunk = list(ids[start:start + bs])
         if pad and len(chunk) < bs:
             chunk += list(ids[: bs - len(chunk)])
+        elif len(chunk) == 1 < len(ids):   # a 1-sample batch would stop BatchNorm (the official run crashes)
+            chunk += list(ids[:1])
         out.append([(i, h, w) for i in chunk])
         start += bs
     return out

@@ -1,26 +1,34 @@
-"""Joint image/mask augmentation of the official segmentation recipes, with torchvision transforms v2.
+"""Joint image/mask augmentation and the evaluation inputs of the official segmentation recipes (training.md §9).
 
-v2-based recipes (VOC and ADE20K): random shorter side in [256, 768] with the long side capped at 1024 (bicubic),
-flip, 512x512 crop padded with the ignore value and retried up to 10 times until no class covers more than 75% of
-it, Gaussian blur (p 0.5, sigma U(0, 1)), SSD-style photometric distortion, rotation U(-10, 10) degrees.
-v1-based recipe (VOC): shorter side in [256, 1024] (bilinear), crop 512 after enlarging a too-small image instead
-of padding it, flip; nothing else. Masks are always resized and rotated with nearest neighbour (v2 does so for
-`tv_tensors.Mask`). Output: float [3, h, w] in [0, 1] in the model's channel order, and the uint8 mask.
+v2-based recipes (VOC and ADE20K): random shorter side in [256, 768] with the long side capped at 1024 (PIL
+bicubic), flip, 512x512 crop padded with the ignore value and redrawn up to 10 times by the official class-ratio
+rule, Gaussian blur (p 0.5, sigma U(0, 1)), SSD-style photometric distortion, rotation U(-10, 10) degrees.
+v1-based recipe (VOC): shorter side in [256, 1024] (OpenCV bilinear, no antialias), crop 512 after enlarging a
+too-small image instead of padding it, flip; nothing else. Masks are resized with nearest neighbour.
+Evaluation (`official_eval_transform`): v1 512x512 by OpenCV; v2 shorter side 512 (PIL bicubic) floored to the
+output stride; training-time validation scores image and mask at 512x512. Output: float [3, h, w] in [0, 1] in
+the model's channel order, and the uint8 mask.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import UserError
+from .cv_transforms import cv_resize, short_side_size
+from .official_seg import class_ratio_crop, pil_resize, pil_resize_mask
+
+Resizer = Literal["opencv", "pil", "torch"]
 
 # task_options keys that are not augmentation: the data set kind, and the class names a checkpoint carries
 NOT_AUGMENTATION = ("dataset", "classes")
@@ -66,33 +74,37 @@ def to_model_input(image: Tensor, *, channel_order: str, mean=(0.0, 0.0, 0.0), s
     return x
 
 
-def class_balanced_crop(image: Tensor, mask: Tensor, size: tuple[int, int], *, ignore: int, max_ratio: float,
-                        tries: int) -> tuple[Tensor, Tensor]:
-    """Random `size` window (the inputs are at least that large); up to `tries` draws until no class covers more
-    than `max_ratio` of the labelled pixels of the window (the last draw is kept)."""
-    (h, w), (H, W) = size, mask.shape[-2:]
-    for _ in range(max(1, tries)):
-        top, left = int(torch.randint(H - h + 1, ())), int(torch.randint(W - w + 1, ()))
-        window = mask[..., top:top + h, left:left + w]
-        counts = torch.bincount(window[window != ignore].flatten().long())
-        counts = counts[counts > 0]
-        if max_ratio >= 1.0 or (len(counts) > 1 and counts.max() < max_ratio * counts.sum()):
-            break
-    return F.crop(image, top, left, h, w), F.crop(mask, top, left, h, w)
+def _resize_pair(image: Tensor, mask: Tensor, size: tuple[int, int], *, backend: Resizer, interpolation,
+                 antialias: bool) -> tuple[Tensor, Tensor]:
+    """Image and mask (nearest) to (h, w) the way the official family did: OpenCV (v1), PIL (v2) or torchvision."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image, mask
+    if backend == "opencv":
+        img = cv_resize(np.ascontiguousarray(image.as_subclass(Tensor).permute(1, 2, 0).numpy()), size)
+        m = cv_resize(mask.as_subclass(Tensor).numpy(), size, nearest=True)
+        return (tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)),
+                tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(m))))
+    if backend == "pil":
+        mode = Image.BICUBIC if interpolation == v2.InterpolationMode.BICUBIC else Image.BILINEAR
+        return (tv_tensors.Image(pil_resize(image.as_subclass(Tensor), size, resample=mode)),
+                tv_tensors.Mask(pil_resize_mask(mask.as_subclass(Tensor), size)))
+    return (F.resize(image, list(size), interpolation=interpolation, antialias=antialias),
+            F.resize(mask, list(size)))
 
 
 class SegTrainTransform:
-    """(image uint8, mask uint8, crop (h, w)) -> (float image, uint8 mask) at the crop size."""
+    """(image uint8, mask uint8, crop (h, w)) -> (float image, uint8 mask) at the crop size.
+
+    `backend`: who resizes, as in the official family (v1: OpenCV bilinear, no antialias; v2: PIL bicubic). The
+    crop follows the official class-ratio rule (`official_seg.class_ratio_crop`: only 255 is left out of the
+    histogram, so ADE20K's "other" counts)."""
 
     def __init__(self, aug: SegAugment, *, ignore: int, hflip: float, interpolation: str, channel_order: str,
-                 antialias: bool = True, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> None:
+                 antialias: bool = True, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), backend: Resizer = "torch"
+                 ) -> None:
         self.aug, self.ignore, self.channel_order, self.mean, self.std = aug, ignore, channel_order, mean, std
-        self.interpolation, self.antialias = interpolation_mode(interpolation), antialias
-        lo, hi = aug.short_side
-        self.resize = v2.Compose([
-            v2.RandomShortestSize(list(range(lo, hi + 1)), max_size=aug.max_long_side,
-                                  interpolation=self.interpolation, antialias=antialias),
-            v2.RandomHorizontalFlip(hflip)])
+        self.interpolation, self.antialias, self.backend = interpolation_mode(interpolation), antialias, backend
+        self.hflip = hflip
         post = []
         if aug.blur > 0:
             post.append(v2.RandomApply([v2.GaussianBlur(7, sigma=(1e-3, aug.blur_sigma))], p=aug.blur))
@@ -103,29 +115,43 @@ class SegTrainTransform:
                                           fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore}))
         self.post = v2.Compose(post) if post else None
 
+    def _resize(self, image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        return _resize_pair(image, mask, size, backend=self.backend, interpolation=self.interpolation,
+                            antialias=self.antialias)
+
+    def _random_size(self, height: int, width: int) -> tuple[int, int]:
+        """Shorter side U{lo..hi}; v1 (no cap): long side int(s * long / short); v2: both sides scaled by
+        min(s / short, cap / long) and truncated."""
+        s = int(torch.randint(self.aug.short_side[0], self.aug.short_side[1] + 1, ()))
+        if self.aug.max_long_side is None:
+            return short_side_size(height, width, s)
+        scale = min(s / min(height, width), self.aug.max_long_side / max(height, width))
+        return int(height * scale), int(width * scale)
+
     def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask, size: tuple[int, int] | None):
         if size is None:
             raise ValueError("the training transform needs the crop size from the sampler")
-        image, mask = self.resize(image, mask)
+        image, mask = self._resize(image, mask, self._random_size(*image.shape[-2:]))
+        if self.hflip > 0 and float(torch.rand(())) < self.hflip:
+            image, mask = F.horizontal_flip(image), F.horizontal_flip(mask)
         image, mask = self._fit(image, mask, size)
-        image, mask = class_balanced_crop(image, mask, size, ignore=self.ignore, max_ratio=self.aug.cat_max_ratio,
-                                          tries=self.aug.crop_tries)
+        top, left = class_ratio_crop(mask.as_subclass(Tensor), size, max_ratio=self.aug.cat_max_ratio,
+                                     repeats=self.aug.crop_tries)
+        image, mask = F.crop(image, top, left, *size), F.crop(mask, top, left, *size)
         if self.post is not None:
             image, mask = self.post(image, mask)
         return to_model_input(image, channel_order=self.channel_order, mean=self.mean, std=self.std), mask
 
     def _fit(self, image: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        """Make both sides at least the crop: pad (image 0, mask ignore) or enlarge, aspect kept."""
+        """Make both sides at least the crop: pad bottom/right (image 0, mask ignore; v2) or resize so that the
+        shorter side is the crop's, aspect kept (v1 `resize_if_needed`)."""
         (h, w), (H, W) = size, image.shape[-2:]
         if H >= h and W >= w:
             return image, mask
         if self.aug.pad_crop:
             pad = [0, 0, max(w - W, 0), max(h - H, 0)]          # left, top, right, bottom
             return F.pad(image, pad, fill=0), F.pad(mask, pad, fill=self.ignore)
-        scale = max(h / H, w / W)
-        new = [max(h, round(H * scale)), max(w, round(W * scale))]
-        return (F.resize(image, new, interpolation=self.interpolation, antialias=self.antialias),
-                F.resize(mask, new))
+        return self._resize(image, mask, short_side_size(H, W, max(h, w)))
 
 
 class SegEvalTransform:
@@ -140,3 +166,17 @@ class SegEvalTransform:
     def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask, size: tuple[int, int] | None = None):
         image = F.resize(image, self.size, interpolation=self.interpolation, antialias=self.antialias)
         return to_model_input(image, channel_order=self.channel_order, mean=self.mean, std=self.std), mask
+
+
+def official_eval_transform(family: str, size: tuple[int, int], *, stride: int, validation: bool,
+                            channel_order: str):
+    """The official segmentation input of a family (training.md §9.4, §9.5). `validation` (the per-epoch score of
+    training): image and mask to exactly `size`. Else the evaluation protocol: v1 the image to exactly `size` by
+    OpenCV; v2 the shorter side to `size[0]` by PIL bicubic, floored to a multiple of `stride`; the mask stays at
+    its original size (the task brings the logits to it)."""
+    from .cv_transforms import CvSegEvalTransform
+    from .official_seg import PilSegEvalTransform
+    if family == "v1":   # OpenCV reads BGR: the flip gives RGB when asked for
+        return CvSegEvalTransform(tuple(size), resize_mask=validation, flip_channels=channel_order == "rgb")
+    return PilSegEvalTransform(tuple(size), stride=stride, resize_mask=validation,
+                               flip_channels=channel_order == "bgr")

@@ -1,12 +1,14 @@
 """Classification transforms (torchvision.transforms.v2) from a model tag's `Preprocess` and a training recipe.
 
-Official pipelines scale to [0, 1] without mean/std; v1-based releases read images as BGR (OpenCV), v2-based as
-RGB. Train: RandomResizedCrop -> flip -> [RandAugment] -> tensor -> [RandomErasing]; eval: resize shorter side ->
-centre crop. Batch-level MixUp/CutMix (one of the two, applied with `mix_prob`) is `batch_mix`.
+Official pipelines scale to [0, 1] without mean/std (training.md §6). v1-based releases read, resize and crop with
+OpenCV (BGR, INTER_LINEAR without antialias: `cv_transforms`); v2-based ones with PIL in RGB (bicubic, the resize
+on the PIL image itself). Train: RandomResizedCrop -> flip -> [RandAugment] -> tensor -> [RandomErasing]; eval:
+resize shorter side (long side truncated) -> centre crop with floor offsets. Batch-level MixUp/CutMix (one of the
+two, applied with `mix_prob`) is `batch_mix`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -41,6 +43,7 @@ class Pipeline:
     randaugment_ops: int = 2
     randaugment_magnitude: int = 9
     random_erase: float = 0.0
+    backend: str = "pil"    # "opencv": the v1 family's OpenCV pipeline (BGR reads, INTER_LINEAR, floor crops)
 
 
 def model_preprocess(model: nn.Module) -> Preprocess:
@@ -59,45 +62,79 @@ def pipeline(cfg: Any, model: nn.Module) -> Pipeline:
     crop = cfg.eval_crop if cfg.eval_crop is not None else (pre.crop if tagged(model) else cfg.image_size)
     resize = cfg.eval_resize if cfg.eval_resize is not None else (
         pre.resize if tagged(model) else round(crop * 288 / 256))
-    return Pipeline(channel_order=cfg.channel_order or pre.channel_order,
-                    interpolation=cfg.interpolation or pre.interpolation, mean=pre.mean, std=pre.std,
+    interpolation = cfg.interpolation or pre.interpolation
+    # the v1 releases read, resized and cropped with OpenCV (training.md §6); asking for bicubic leaves that path
+    backend = "opencv" if model.identity.family == "v1" and interpolation == "bilinear" else "pil"
+    return Pipeline(channel_order=cfg.channel_order or pre.channel_order, backend=backend,
+                    interpolation=interpolation, mean=pre.mean, std=pre.std,
                     eval_resize=resize, eval_crop=crop, rrc_scale=tuple(cfg.rrc_scale),
                     rrc_ratio=tuple(cfg.rrc_ratio), hflip=cfg.hflip, randaugment=cfg.randaugment,
                     randaugment_ops=cfg.randaugment_ops, randaugment_magnitude=cfg.randaugment_magnitude,
                     random_erase=cfg.random_erase)
 
 
-def _to_tensor(p: Pipeline) -> list[nn.Module]:
-    steps: list[nn.Module] = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
+def _tensor_tail(p: Pipeline) -> list[nn.Module]:
+    """What runs on the [0, 1] tensor: erasing, mean/std."""
+    steps: list[nn.Module] = [v2.RandomErasing(p.random_erase)] if p.random_erase > 0 else []
     if p.mean != (0.0, 0.0, 0.0) or p.std != (1.0, 1.0, 1.0):
         steps.append(v2.Normalize(p.mean, p.std))
     return steps
 
 
-def train_transform(p: Pipeline, size: tuple[int, int]) -> v2.Compose:
-    steps: list[nn.Module] = [v2.ToImage(), v2.RandomResizedCrop(size, scale=p.rrc_scale, ratio=p.rrc_ratio,
-                                                                  interpolation=MODES[p.interpolation])]
+def _opencv_train(p: Pipeline, size: tuple[int, int]):
+    from .cv_transforms import CvTrainTransform
+    first = CvTrainTransform(tuple(size), scale=p.rrc_scale, ratio=p.rrc_ratio, hflip=p.hflip,
+                             flip_channels=p.channel_order == "rgb")
+    steps = ([v2.RandAugment(p.randaugment_ops, p.randaugment_magnitude, 31)] if p.randaugment else []) \
+        + _tensor_tail(p)
+    return v2.Compose([first, *steps]) if steps else first
+
+
+def train_transform(p: Pipeline, size: tuple[int, int]):
+    """PIL path: the crop, flip and RandAugment run on the PIL image itself (PIL's own bicubic, as the v2
+    pipeline), then the tensor steps."""
+    if p.backend == "opencv":
+        return _opencv_train(p, size)
+    steps: list[nn.Module] = [v2.RandomResizedCrop(size, scale=p.rrc_scale, ratio=p.rrc_ratio,
+                                                   interpolation=MODES[p.interpolation])]
     if p.hflip > 0:
         steps.append(v2.RandomHorizontalFlip(p.hflip))
     if p.randaugment:   # torchvision's RandAugment, 31 bins, bilinear: what the v2-family recipe used
         steps.append(v2.RandAugment(p.randaugment_ops, p.randaugment_magnitude, 31,
                                     interpolation=InterpolationMode.BILINEAR))
-    steps += _to_tensor(p)
-    if p.random_erase > 0:
-        steps.append(v2.RandomErasing(p.random_erase))
+    steps += [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), *_tensor_tail(p)]
     if p.channel_order == "bgr":   # after RandAugment/erasing: they assume nothing about order, but keep RGB there
         steps.append(ChannelOrder())
     return v2.Compose(steps)
 
 
-def eval_transform(p: Pipeline) -> v2.Compose:
-    mode = MODES[p.interpolation]
+class FloorCenterCrop(nn.Module):
+    """Centre crop with floor offsets, as the official pipelines (torchvision's CenterCrop rounds)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor) -> Tensor:
+        h, w = x.shape[-2:]
+        top, left = max(0, (h - self.size) // 2), max(0, (w - self.size) // 2)
+        return x[..., top:top + self.size, left:left + self.size]
+
+
+def eval_transform(p: Pipeline):
+    """Shorter side (long side truncated) then a floor-centred crop: OpenCV bilinear for `opencv`, else the
+    resize on the PIL image itself (PIL's bicubic, antialiased, as the v2 pipeline)."""
+    if p.backend == "opencv":
+        from .cv_transforms import CvEvalTransform
+        first = CvEvalTransform(p.eval_resize, p.eval_crop, flip_channels=p.channel_order == "rgb")
+        tail = _tensor_tail(replace(p, random_erase=0.0))
+        return v2.Compose([first, *tail]) if tail else first
     resize = v2.Resize(p.eval_resize if isinstance(p.eval_resize, int) else tuple(p.eval_resize),
-                       interpolation=mode, antialias=True)
-    steps: list[nn.Module] = [v2.ToImage(), resize]
+                       interpolation=MODES[p.interpolation], antialias=True)
+    steps: list[nn.Module] = [resize, v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
     if p.eval_crop is not None:
-        steps.append(v2.CenterCrop(p.eval_crop))
-    steps += _to_tensor(p)
+        steps.append(FloorCenterCrop(p.eval_crop))
+    steps += _tensor_tail(replace(p, random_erase=0.0))
     if p.channel_order == "bgr":
         steps.append(ChannelOrder())
     return v2.Compose(steps)

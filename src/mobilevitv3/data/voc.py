@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from .coco_voc import coco_voc_pairs
 from .masks import DatasetError, MaskFormat, MaskPairs, PairTransform
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,15 @@ def voc_pairs(data: str | Path, split: str) -> list[tuple[Path, Path]]:
     return [(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClass" / f"{i}.png") for i in _ids(ids_file)]
 
 
-def voc_segmentation(data: str | Path, split: str, transform: PairTransform | None = None) -> MaskPairs:
-    """The `train` (train_aug when present) or `val` split as a `MaskPairs` data set."""
-    return MaskPairs(voc_pairs(data, split), VOC, transform=transform, where=f"VOC2012 {split}")
+def voc_segmentation(data: str | Path, split: str, transform: PairTransform | None = None, *,
+                     coco_root: str | Path | None = None, coco_cache: str | Path | None = None) -> MaskPairs:
+    """The `train` (train_aug when present) or `val` split as a `MaskPairs` data set. `coco_root` (training only):
+    the official `use_coco_data`, COCO train2017 with VOC-class masks appended after the VOC list (`coco_voc`)."""
+    pairs = voc_pairs(data, split)
+    if coco_root is not None:
+        if split != "train":
+            raise DatasetError("use_coco_data (coco_root) adds COCO images to the VOC training set only")
+        coco = coco_voc_pairs(coco_root, coco_cache)
+        log.info("use_coco_data: %d VOC + %d COCO training images", len(pairs), len(coco))
+        pairs = pairs + coco
+    return MaskPairs(pairs, VOC, transform=transform, where=f"VOC2012 {split}" + (" + COCO" if coco_root else ""))

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ..layers import ConvNormAct, InvertedResidual, MobileViTBlock
+from ..errors import UserError
 from .config import ModelConfig
 from .identity import Identified, Identity, family_preprocess
 
@@ -28,7 +29,7 @@ class MobileViT(Identified, nn.Module):
                  ffn_dropout: float = 0.0, classifier_dropout: float | None = None) -> None:
         super().__init__()
         if output_stride not in (8, 16, 32):
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+            raise UserError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         dropout = cfg.dropout if dropout is None else dropout
         cfg = replace(cfg, classifier_dropout=cfg.classifier_dropout if classifier_dropout is None
                       else classifier_dropout)

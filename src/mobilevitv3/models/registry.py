@@ -16,14 +16,16 @@ from typing import Any, Literal
 
 from torch import nn
 
+from ..errors import UserError
 from ..weights import CheckpointError, Weights, load_state_dict_strict, read_weights
 from ..weights.convert import to_ours
 from .backbone import MobileViT
+from .init import init_weights
 from .config import CONFIGS
 from .detection import SSDConfig, SSDLite
 from .identity import Identity
 from .segmentation import SegHeadConfig, SegmentationModel
-from .tags import DEFAULT_CLASSES, TAGS, TASKS, head_settings, split_arch, tag_for, unknown
+from .tags import DEFAULT_CLASSES, TAGS, TASKS, get_tag, head_settings, split_arch, tag_for, unknown
 
 log = logging.getLogger(__name__)
 HEAD_TYPES = {"head": SegHeadConfig, "cfg": SSDConfig}
@@ -40,27 +42,28 @@ def _check_classes(num_classes: Any, task: str) -> None:
     if num_classes is None:
         return
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
-        raise ValueError(f"num_classes must be an integer, got {num_classes!r}")
+        raise UserError(f"num_classes must be an integer, got {num_classes!r}")
     low = 2 if task != "classification" else 1     # dense tasks count the background class
     if num_classes < low:
-        raise ValueError(f"num_classes must be >= {low} for {task}, got {num_classes}")
+        raise UserError(f"num_classes must be >= {low} for {task}, got {num_classes}")
 
 
 def _head_kwargs(task: str, arch: str, tag: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     given = {k: kwargs.pop(k) for k in list(kwargs) if k in HEAD_TYPES}
     if task == "classification":
         if given:
-            raise ValueError(f"{', '.join(given)}: head settings are for segmentation/detection models, not {arch}")
+            raise UserError(f"{', '.join(given)}: head settings are for segmentation/detection models, not {arch}")
         return {}
     key = "head" if task == "segmentation" else "cfg"
     if (bad := [k for k in given if k != key]):
-        raise ValueError(f"{arch} takes `{key}=` for its head, not {', '.join(bad)}")
+        raise UserError(f"{arch} takes `{key}=` for its head, not {', '.join(bad)}")
     value = given.get(key, head_settings(arch, tag)[key])
     return {key: HEAD_TYPES[key](**value) if isinstance(value, dict) else value}
 
 
 def build(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
-    """The model of `architecture[.tag]` with its identity set, randomly initialised."""
+    """The model of `architecture[.tag]` with its identity set, initialised as the official trainer of its family
+    does (`init.py`)."""
     arch, _, tag_name = name.partition(".")
     task, backbone_name = split_arch(arch)
     tag = tag_for(arch, tag_name) if tag_name else None
@@ -84,7 +87,7 @@ def build(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module
     model.identity = Identity(arch, task, cfg.block.family, classes, pre, tag_name or None,
                               tag.dataset if tag else None)
     model.build_kwargs = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))}
-    return model
+    return init_weights(model, cfg.block.family)   # the official trainers' initialisation (weights overwrite it)
 
 
 def create_model(name: str, *, num_classes: int | None = None, weights: str | None = None,
@@ -94,9 +97,11 @@ def create_model(name: str, *, num_classes: int | None = None, weights: str | No
     the head (`head=` for segmentation, `cfg=` for detection); an unknown one is an error naming close matches."""
     if weights is None:
         return build(name, num_classes, **kwargs)
+    get_tag(name)                       # a bad name or class count is reported before any file is read
+    task = split_arch(name.partition(".")[0])[0]
+    _check_classes(num_classes, task)
     file = read_weights(weights, copy=copy)
     state = to_ours(file.state)
-    task = split_arch(name.partition(".")[0])[0]
     transfer = task != "classification" and not any(k.startswith("backbone.") for k in state)
     model = build(name, num_classes if num_classes is not None or transfer else _classes_in(file, state, task),
                   **kwargs)

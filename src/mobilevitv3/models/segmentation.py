@@ -27,6 +27,7 @@ class SegHeadConfig:
     aux_head: bool = True
     align_corners: bool = True                  # of the final upsampling and the PSP branches
     dropout: float = 0.1
+    aspp_dropout: float = 0.0                   # v1 release: element-wise Dropout(0.1) after the ASPP projection
 
 
 def _relu_cna(i: int, o: int, k: int = 1, **kw) -> ConvNormAct:
@@ -69,11 +70,15 @@ class SegHead(nn.Module):
             self.aspp = ASPP(in_ch, cfg.channels, cfg.rates)
         else:
             self.psp = PyramidPooling(in_ch, cfg.channels, cfg.pool_sizes, cfg.align_corners)
+        # training only, no parameters: the v1 ASPP block's own dropout (before the classifier's Dropout2d)
+        self.aspp_drop = nn.Dropout(cfg.aspp_dropout) if cfg.kind == "deeplabv3" and cfg.aspp_dropout else None
         self.drop = nn.Dropout2d(cfg.dropout)
         self.classifier = ConvNormAct(cfg.channels, num_classes, 1, norm=False, act=None, bias=True)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.aspp(x) if hasattr(self, "aspp") else self.psp(x)
+        if self.aspp_drop is not None:
+            x = self.aspp_drop(x)
         return self.classifier(self.drop(x))
 
 
@@ -102,8 +107,10 @@ class SegmentationModel(Identified, nn.Module):
         self.head = SegHead(info[-1]["channels"], num_classes, head)
         self.aux_head = AuxHead(info[-2]["channels"], num_classes, head.dropout) if head.aux_head else None
 
-    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
-        size = x.shape[-2:]
+    def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor | tuple[Tensor, Tensor]:
+        """`size`: upsample the logits straight to it (the v2 evaluation returns them at the original image size
+        from the 1/os map) instead of to the input size."""
+        size = x.shape[-2:] if size is None else tuple(size)
         feats = self.backbone.forward_intermediates(x)
         up = lambda t: F.interpolate(t, size, mode="bilinear", align_corners=self.head_cfg.align_corners)  # noqa
         logits = up(self.head(feats[-1]))

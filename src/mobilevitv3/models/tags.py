@@ -11,6 +11,7 @@ import difflib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..errors import UserError
 from .config import CONFIGS
 from .detection import SSDConfig
 from .identity import Preprocess, family_preprocess
@@ -36,7 +37,7 @@ def family(backbone: str) -> str:
 
 def split_arch(arch: str) -> tuple[str, str]:
     """'deeplabv3_mobilevitv3_xxs' -> ('segmentation', 'mobilevitv3_xxs'); a classifier -> ('classification', arch).
-    An unknown architecture is a ValueError naming the close matches."""
+    An unknown architecture is a UserError naming the close matches."""
     prefix, _, rest = arch.partition("_")
     if prefix in TASKS and rest in CONFIGS:
         return TASKS[prefix], rest
@@ -45,10 +46,10 @@ def split_arch(arch: str) -> tuple[str, str]:
     raise unknown("model", arch, list(CONFIGS) + [f"{p}_{b}" for p in TASKS for b in CONFIGS])
 
 
-def unknown(kind: str, value: str, choices: list[str]) -> ValueError:
+def unknown(kind: str, value: str, choices: list[str]) -> UserError:
     close = difflib.get_close_matches(value, choices, n=3, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else "; see `mobilevitv3 list`"
-    return ValueError(f"unknown {kind} {value!r}{hint}")
+    return UserError(f"unknown {kind} {value!r}{hint}")
 
 
 def head_settings(arch: str, tag: str | None) -> dict[str, Any]:
@@ -59,7 +60,8 @@ def head_settings(arch: str, tag: str | None) -> dict[str, Any]:
     if task == "segmentation":
         ade = tag == "ade20k"
         return {"head": SegHeadConfig(arch.split("_")[0], rates=(12, 24, 36) if ade else (6, 12, 18),
-                                      channels=256 if v1 else 512, aux_head=not v1, align_corners=not v1)}
+                                      channels=256 if v1 else 512, aux_head=not v1, align_corners=not v1,
+                                      aspp_dropout=0.1 if v1 else 0.0)}
     if task == "detection":
         return {"cfg": SSDConfig() if v1 else SSDConfig(score_threshold=0.01, pre_nms_top_k=400,
                                                         per_image_limit=True)}

@@ -21,6 +21,7 @@ from torchvision.utils import draw_bounding_boxes
 from ..data.classes import class_names, coco_category_ids
 from ..data.coco import CocoBoxes
 from ..data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransform
+from ..data.official_det_aug import OfficialDetEvalTransform
 from ..errors import UserError
 from .metrics import COCO_STATS, coco_map, coco_results
 from .base import Task
@@ -38,12 +39,17 @@ class Detection(Task):
     def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
         aug = DetAugment.from_options(cfg.task_options)
         inp = dense_input(cfg, model)
-        val = CocoBoxes(cfg.data, "val", transform=DetEvalTransform(inp.eval_size, **inp.kwargs()))
+        family = model.identity.family
+        flip = inp.channel_order == ("rgb" if family == "v1" else "bgr")   # v1 works in OpenCV's BGR
+        val = CocoBoxes(cfg.data, "val", transform=OfficialDetEvalTransform(family, inp.eval_size,
+                                                                            flip_channels=flip),
+                        clip=family == "v2")
         if not train and model.num_classes != len(val.class_names):
             raise UserError(f"{model.name} predicts {model.num_classes} classes (with background) but "
                             f"{val.ann_file} has {len(val.class_names) - 1} categories")
-        train_set = CocoBoxes(cfg.data, "train", transform=DetTrainTransform(aug, hflip=cfg.hflip, **inp.kwargs()),
-                              train=True) if train else None
+        train_set = CocoBoxes(cfg.data, "train", transform=DetTrainTransform(aug, hflip=cfg.hflip, family=family,
+                                                                             **inp.kwargs()),
+                              train=True, clip=family == "v2") if train else None
         for ds in (val, train_set):
             if ds is not None:
                 ds.num_classes, ds.classes = len(ds.class_names), list(ds.class_names)
@@ -94,15 +100,20 @@ class Detection(Task):
         return metrics | {"loss": rank_sum(loss_sum, device) / max(n, 1), "images": int(n),
                           "skipped_count": int(rank_sum(skipped, device))}
 
+    def official_selection(self, family: str) -> tuple[str, bool, int]:
+        """(metric, higher is better, decimals) of the official best checkpoints: v1 kept the lowest validation
+        loss (no mAP during training), v2 the highest COCO mAP (rounded to 5 decimals)."""
+        return ("loss", False, 4) if family == "v1" else ("map", True, 5)
+
     def is_head(self, parameter_name: str) -> bool:
         """extra layers and SSD heads at `head_lr_multiplier` x the scheduled lr (official: 1)."""
         return is_head(parameter_name)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any,
-                overlay_paths: list[str | Path] | None = None) -> list[dict]:
-        """Per image: detections scoring at least `DISPLAY_SCORE`, best first, boxes (x1, y1, x2, y2) in pixels of the
-        original image; with `overlay_paths`, the boxes, names and scores drawn into those PNGs."""
+                overlay_paths: list[str | Path] | None = None, score_threshold: float = DISPLAY_SCORE) -> list[dict]:
+        """Per image: the `top_k` best detections scoring at least `score_threshold`, boxes (x1, y1, x2, y2) in
+        pixels of the original image; with `overlay_paths`, the boxes, names and scores drawn into those PNGs."""
         inp = dense_input(cfg, model)
         transform = DetEvalTransform(inp.eval_size, **inp.kwargs())
         names = names_for(model) or [str(i) for i in range(model.num_classes)]
@@ -112,9 +123,9 @@ class Detection(Task):
             rgb = pil_to_image(im)
             x = transform(rgb)[0].unsqueeze(0).to(device)
             det = model.postprocess(*model(x), [tuple(rgb.shape[-2:])], inp.eval_size)[0]
-            keep = det["scores"] >= DISPLAY_SCORE
+            keep = det["scores"] >= score_threshold
             boxes, scores, labels = det["boxes"][keep].cpu(), det["scores"][keep].cpu(), det["labels"][keep].cpu()
-            order = scores.argsort(descending=True)
+            order = scores.argsort(descending=True)[:top_k]
             boxes, scores, labels = boxes[order], scores[order], labels[order]
             found = [{"label": int(c), "name": names[c], "score": round(float(s), 4),
                       "box": [round(float(v), 1) for v in b]} | ({"category_id": coco_ids[c - 1]} if coco_ids else {})

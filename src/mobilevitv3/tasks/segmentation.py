@@ -18,7 +18,7 @@ from torchvision.utils import draw_segmentation_masks
 
 from ..data.ade20k import ADE20K, ade20k_segmentation
 from ..data.classes import class_names
-from ..data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform
+from ..data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform, official_eval_transform
 from ..data.voc import VOC, voc_segmentation
 from ..errors import UserError
 from .metrics import ConfusionMatrix
@@ -61,15 +61,26 @@ class Segmentation(Task):
         if not train and model.num_classes != fmt.num_classes:
             raise UserError(f"{model.name} predicts {model.num_classes} classes but {fmt.name} has "
                             f"{fmt.num_classes}; use the matching tag (.voc / .ade20k)")
-        val = make(cfg.data, "val", SegEvalTransform(inp.eval_size, **inp.kwargs()))
-        train_set = make(cfg.data, "train", SegTrainTransform(aug, ignore=fmt.stored_ignore, hflip=cfg.hflip,
-                                                              **inp.kwargs())) if train else None
+        family, stride = model.identity.family, getattr(model.backbone, "output_stride", 16)
+        # training-time validation scores at the eval size; `eval` (train=False) runs the family's protocol
+        val = make(cfg.data, "val", official_eval_transform(family, inp.eval_size, stride=stride, validation=train,
+                                                            channel_order=inp.channel_order))
+        coco = getattr(cfg, "coco_root", None)
+        if coco and kind != "voc":
+            raise UserError(f"coco_root (use_coco_data) adds VOC-class COCO masks to PASCAL VOC, not to {fmt.name}")
+        extra = {"coco_root": coco, "coco_cache": cfg.coco_cache} if coco else {}
+        train_set = make(cfg.data, "train", SegTrainTransform(
+            aug, ignore=fmt.stored_ignore, hflip=cfg.hflip, backend="opencv" if family == "v1" else "pil",
+            **inp.kwargs()), **extra) if train else None
         for ds in (val, train_set):
             if ds is not None:
                 ds.num_classes, ds.classes = fmt.num_classes, class_names(kind)
         return train_set, val
 
     def collate(self, samples: Sequence[Any]) -> dict[str, Any]:
+        good = [s for s in samples if s is not None]
+        if any(s[0].shape != good[0][0].shape for s in good):   # the v2 protocol: each image at its own size
+            return {"images": [s[0] for s in good], "masks": [s[1] for s in good], "skipped": len(samples) - len(good)}
         batch = stack_batch(samples, "masks")
         masks = batch["masks"]
         if masks and all(m.shape == masks[0].shape for m in masks):   # training crops: one tensor
@@ -99,9 +110,7 @@ class Segmentation(Task):
             skipped += batch["skipped"]
             if batch["images"] is None:
                 continue
-            with autocast():
-                logits = model(batch["images"])
-            for label_map, mask in zip(logits.argmax(1), batch["masks"]):
+            for label_map, mask in zip(_label_maps(model, batch, autocast), batch["masks"]):
                 matrix.update(resize_labels(label_map, tuple(mask.shape[-2:])), mask)
             images += len(batch["masks"])
         matrix.all_reduce()
@@ -136,6 +145,22 @@ class Segmentation(Task):
                 result["overlay"] = str(overlay_paths[i])
             results.append(result)
         return results
+
+
+def _label_maps(model: nn.Module, batch: dict[str, Any], autocast) -> list[Tensor]:
+    """Predicted label maps of a batch. Where a mask is larger or smaller than the input (the evaluation protocol),
+    v2 upsamples the logits bilinearly from the head straight to the mask's size, v1 resizes them nearest (done by
+    `resize_labels` on the argmax, which is the same)."""
+    images, masks = batch["images"], batch["masks"]
+    if isinstance(images, Tensor) and all(tuple(m.shape[-2:]) == tuple(images.shape[-2:]) for m in masks):
+        with autocast():
+            return list(model(images).argmax(1))
+    out = []
+    for x, mask in zip(images, masks):
+        size = tuple(mask.shape[-2:]) if model.identity.family == "v2" else None
+        with autocast():
+            out.append(model(x[None], size=size)[0].argmax(0))
+    return out
 
 
 def resize_labels(label_map: Tensor, size: tuple[int, int]) -> Tensor:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence
+from pathlib import Path
+from typing import Callable, Literal, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -122,3 +123,22 @@ def official_ema_update(ema: Mapping[str, Tensor], model: Mapping[str, Tensor], 
             target.mul_(1 - momentum).add_(value.to(target.dtype) * momentum)   # two roundings, as official
         else:
             target.copy_((target.double() * (1 - momentum) + value.double() * momentum).trunc().to(target.dtype))
+
+
+def keep_official_files(out: Path, tracker: BestTracker, stream: Literal["raw", "ema"], metric: float,
+                        weights: Mapping[str, Tensor], save: Callable[[Path, Mapping[str, Tensor]], None],
+                        load: Callable[[Path], Mapping[str, Tensor]]) -> StreamUpdate:
+    """One epoch's official files of one stream in `out`: the best file on a new best, the pool file, pruning and,
+    after pruning, the average of the k kept files. `save(path, weights)` writes atomically; `load(path)` gives a
+    saved file's weights."""
+    pool = sorted(p.name for p in out.glob(f"{POOL_PREFIX[stream]}*.pt"))
+    update = tracker.update(stream, metric, pool)
+    if update.is_best:
+        save(out / BEST_FILES[stream], weights)
+    if update.write:
+        save(out / update.write, weights)
+    for name in update.delete:
+        (out / name).unlink(missing_ok=True)
+    if update.average:
+        save(out / AVG_FILES[stream], average_state_dicts([load(out / name) for name in update.average]))
+    return update

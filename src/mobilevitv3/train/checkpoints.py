@@ -1,25 +1,24 @@
 """Training checkpoints: plain types and tensors only (`torch.load(weights_only=True)` reads them), written
 atomically with `weights.atomic_save`.
 
-`last.pt`  everything to resume: model, EMA, optimiser, schedule position, GradScaler, sampler position, epoch and
-           step, best score, resolved config and class names. `epoch` is the epoch in progress (0-based) and `step`
-           the batches already done in it; after a finished epoch that is (epoch + 1, 0).
-`best.pt`  for inference: the better of raw/EMA weights at the best epoch under `model` (so `read_state_dict`
-           picks them), with config, class names and that epoch's metrics.
+`last.pt`  everything to resume: model, EMA, optimiser, GradScaler, epoch and step (they give the schedule and
+           sampler positions), best score, the main process's random generators, the data fingerprint, the resolved
+           config and the model's identity (architecture, tag, class count and names, preprocessing). `epoch` is the
+           epoch in progress (0-based) and `step` the batches already done in it; after a finished epoch that is
+           (epoch + 1, 0).
+`best.pt`  for inference: the best weights under `model`, with identity, config and that epoch's metrics.
 """
 from __future__ import annotations
 
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..weights import CheckpointError, atomic_save
+from ..weights import CheckpointError, atomic_save, load_pickle
 
-FORMAT = 1
+FORMAT = 2   # 2: `identity` (what model the file holds), `rng`, `data_fingerprint`
 
 
 @dataclass
@@ -31,31 +30,27 @@ class Progress:
 
 
 def save_last(path: Path, *, model, ema, optimizer, scaler, progress: Progress, config: dict[str, Any],
-              classes: list[str] | None) -> None:
+              identity: dict[str, Any], rng: dict[str, Any], data_fingerprint: dict[str, Any]) -> None:
     atomic_save({
-        "format": FORMAT, "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+        "format": FORMAT, "identity": identity, "model": model.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-        "scheduler": {"iteration": progress.iteration, "epoch": progress.epoch},
-        "sampler": {"epoch": progress.epoch, "start_step": progress.step},
         "epoch": progress.epoch, "step": progress.step, "iteration": progress.iteration, "best": progress.best,
-        "config": config, "classes": classes,
+        "rng": rng, "data_fingerprint": data_fingerprint, "config": config,
     }, path)
 
 
 def save_best(path: Path, *, weights: dict[str, torch.Tensor], source: str, epoch: int, metrics: dict[str, Any],
-              config: dict[str, Any], classes: list[str] | None) -> None:
-    atomic_save({"format": FORMAT, "model": weights, "source": source, "epoch": epoch, "metrics": metrics,
-                 "config": config, "classes": classes}, path)
+              config: dict[str, Any], identity: dict[str, Any]) -> None:
+    atomic_save({"format": FORMAT, "identity": identity, "model": weights, "source": source, "epoch": epoch,
+                 "metrics": metrics, "config": config}, path)
 
 
 def load(path: Path) -> dict[str, Any]:
-    """A checkpoint of ours, read safely (no pickled code)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{path}: not a readable training checkpoint ({str(e).splitlines()[0]})") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise CheckpointError(f"{path}: not a training checkpoint of this library (no 'model' entry)")
+    """A training checkpoint of ours, read safely (no pickled code)."""
+    state = load_pickle(path)
+    if not isinstance(state, dict) or "model" not in state or "optimizer" not in state:
+        raise CheckpointError(f"{path}: not a training checkpoint of this library (no model/optimizer state)")
     return state
 
 
@@ -65,9 +60,10 @@ def saved_config(path: str | Path) -> tuple[dict[str, Any] | None, list[str] | N
     if path.suffix == ".safetensors" or not path.is_file():
         return None, None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError):
+        state = load_pickle(path)
+    except CheckpointError:
         return None, None
     if isinstance(state, dict) and isinstance(state.get("config"), dict):
-        return state["config"], state.get("classes")
+        names = (state.get("identity") or {}).get("class_names")
+        return state["config"], names
     return None, None

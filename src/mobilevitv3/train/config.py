@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from ..errors import UserError
+from ..models import get_tag, split_arch
 
 
 @dataclass
@@ -27,10 +29,16 @@ class TrainConfig:
     # which every MobileViT block still sees a >= 2x2 map, so the transformer layers do real work).
     model: str = "mobilevitv3_xxs"
     data: str = "digits"                   # an ImageFolder root with train/ and val/, or `digits`
+    # VOC segmentation only, the official `use_coco_data`: COCO train2017 images with VOC-class masks added to
+    # the training set. A COCO 2017 root (masks built once into `coco_cache`, default <coco_root>/coco_preprocess)
+    # or an official `coco_preprocess` folder (holding train_2017.txt)
+    coco_root: str | None = None
+    coco_cache: str | None = None
     out: str = "runs/train"
     task: str | None = None                # None: from the model name (classification/segmentation/detection)
     num_classes: int | None = None         # None: from the data set
     weights: str | None = None             # start from these weights (a different num_classes resets the head)
+    weights_copy: Literal["model", "ema"] = "model"   # which copy of a file holding both (our last.pt) to start from
     model_kwargs: dict = field(default_factory=dict)   # to create_model (dropout, attn_dropout, ...)
     task_options: dict = field(default_factory=dict)   # free-form, read by the task (mask_fill, ...)
     # --- schedule. AdamW at the official peak lr 2e-3 with a 100-step warm-up passes 93% val top-1 by epoch 4 on
@@ -71,7 +79,9 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 0.5                  # probability to apply the chosen one of mixup/cutmix to a batch
-    sampler: Literal["fixed", "variable_batch"] = "fixed"
+    # the official samplers: variable_batch (v1 ImageNet), fixed = the family's batch sampler (v1_fixed: cumulative
+    # shuffle; v2_fixed: fresh shuffle per epoch, DDP shards first); the two fixed ones may also be named
+    sampler: Literal["fixed", "variable_batch", "v1_fixed", "v2_fixed"] = "fixed"
     sampler_min_size: int = 160
     sampler_max_size: int = 320
     sampler_scales: int = 5
@@ -84,6 +94,9 @@ class TrainConfig:
     # stayed in BN variances of ~0.04 and the EMA model scored 22% against 99% for the raw weights; 0.05 leaves
     # ~1e-10 of the init and still averages over the last ~20 steps.
     ema_momentum: float = 0.05
+    # official checkpoint files beside best.pt: checkpoint[_ema]_best.pt and the average of the k best
+    # (checkpoint[_ema]_avg.pt, from k + 1 distinct best values on); 0: none of them
+    k_best_checkpoints: int = 5
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"   # auto: fp16 on CUDA, none on CPU
     channels_last: bool = False
     sync_bn: bool = False
@@ -94,14 +107,67 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None     # cut epochs short (smoke tests)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.accum_steps < 1:
-            raise UserError("epochs, batch_size and accum_steps must be >= 1")
-        if self.sampler_scales < 1 or self.sampler_min_size > self.sampler_max_size:
-            raise UserError("sampler sizes: need sampler_scales >= 1 and sampler_min_size <= sampler_max_size")
+        check_ranges(self)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
                 for f in dataclasses.fields(self)}
+
+
+# Allowed ranges, checked when a config is made (before any file is written): (low, high, low open, high open).
+MIN_SIZE = 32   # one pixel at output stride 32
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "epochs": (1, math.inf, False, False), "batch_size": (1, math.inf, False, False),
+    "eval_batch_size": (1, math.inf, False, False), "accum_steps": (1, math.inf, False, False),
+    "lr": (0, math.inf, True, False), "min_lr": (0, math.inf, False, False),
+    "warmup_iterations": (0, math.inf, False, False), "warmup_init_lr": (0, math.inf, False, False),
+    "weight_decay": (0, math.inf, False, False), "momentum": (0, 1, False, True), "eps": (0, 1, True, True),
+    "head_lr_multiplier": (0, math.inf, True, False), "aux_loss_weight": (0, math.inf, False, False),
+    "grad_clip": (0, math.inf, True, False), "label_smoothing": (0, 1, False, True),
+    "image_size": (MIN_SIZE, 4096, False, False), "eval_resize": (MIN_SIZE, 8192, False, False),
+    "eval_crop": (MIN_SIZE, 4096, False, False), "hflip": (0, 1, False, False),
+    "randaugment_ops": (0, 16, False, False), "randaugment_magnitude": (0, 30, False, False),
+    "random_erase": (0, 1, False, False), "mixup_alpha": (0, math.inf, False, False),
+    "cutmix_alpha": (0, math.inf, False, False), "mix_prob": (0, 1, False, False),
+    "sampler_min_size": (MIN_SIZE, 4096, False, False), "sampler_max_size": (MIN_SIZE, 4096, False, False),
+    "sampler_scales": (1, 64, False, False), "sampler_check_scale": (1, 512, False, False),
+    "workers": (0, 256, False, False), "ema_momentum": (0, 1, True, False), "seed": (0, 2**63 - 1, False, False),
+    "threads": (1, 1024, False, False), "max_steps_per_epoch": (1, math.inf, False, False),
+    "num_classes": (1, 100_000, False, False), "k_best_checkpoints": (0, 1000, False, False),
+}
+
+
+def _in_range(name: str, value: float) -> None:
+    low, high, low_open, high_open = RANGES[name]
+    ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok or value != value:   # NaN fails every comparison
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        raise UserError(f"{name} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")
+
+
+def check_ranges(cfg: "TrainConfig") -> None:
+    """Every numeric field within its range, pairs in order, the model name known (devices and the run folder are
+    checked by the trainer: a saved config must stay loadable on another machine)."""
+    for name in RANGES:
+        value = getattr(cfg, name)
+        if value is not None:
+            _in_range(name, value)
+    if not all(0 <= b < 1 for b in cfg.betas):
+        raise UserError(f"betas must each be in [0, 1), got {','.join(map(str, cfg.betas))}")
+    for name, bound in (("rrc_scale", 1.0), ("rrc_ratio", math.inf)):
+        low, high = getattr(cfg, name)
+        if not 0 < low <= high <= bound:
+            raise UserError(f"{name} must be two numbers 0 < low <= high <= {bound:g}, got {low:g},{high:g}")
+    if cfg.sampler_min_size > cfg.sampler_max_size:
+        raise UserError(f"sampler_min_size ({cfg.sampler_min_size}) must not exceed sampler_max_size "
+                        f"({cfg.sampler_max_size})")
+    if cfg.min_lr > cfg.lr:
+        raise UserError(f"min_lr ({cfg.min_lr:g}) must not exceed lr ({cfg.lr:g})")
+    arch, _, tag = cfg.model.partition(".")
+    if tag:
+        get_tag(cfg.model)        # an unknown architecture or tag: one line naming the close matches
+    else:
+        split_arch(arch)
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import device_from
+
 log = logging.getLogger(__name__)
 
 
@@ -63,12 +65,8 @@ def setup(device: str = "auto", threads: int | None = None) -> Dist:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = device_from(device)
     if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda given, but CUDA is not available")
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     torch.set_num_threads(threads or default_threads(local_world))

@@ -1,7 +1,8 @@
 """Exponential moving average of a model, with the official semantics and momentum.
 
 After every optimiser step: `ema = (1 - m) * ema + m * model` over the whole state dict, BatchNorm running statistics
-included (m = 0.0005 in every official recipe). Integer buffers (`num_batches_tracked`) are copied.
+included (m = 0.0005 in every official recipe), computed as the official code does (`averaging.official_ema_update`:
+float32 coefficients; integer buffers such as `num_batches_tracked` averaged in float and truncated).
 """
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import copy
 
 import torch
 from torch import nn
+
+from .averaging import official_ema_update
 
 
 class ModelEMA:
@@ -19,13 +22,8 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        own = self.module.state_dict()
-        for name, value in model.state_dict().items():
-            target = own[name]
-            if target.is_floating_point():
-                target.lerp_(value.detach().to(target.dtype), self.momentum)   # (1 - m) * ema + m * model
-            else:
-                target.copy_(value)
+        # ema * (1 - m) + m * model in each entry's dtype, as official (not a lerp: float32 rounds both coefficients)
+        official_ema_update(self.module.state_dict(), model.state_dict(), self.momentum)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.module.state_dict()

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..data.sampler import MultiScaleBatchSampler, scale_plan
+from ..data.sampler import MultiScaleBatchSampler, sampler_kind, scale_plan
+from ..models import tags
 from . import distributed
 from .config import TrainConfig
+from .seeding import SeededBatches, SeededCollate, SeededSamples
 
 
 @dataclass
@@ -34,10 +36,15 @@ def build_loaders(cfg: TrainConfig, task: Any, train_set: Dataset, val_set: Data
                           check_scale=cfg.sampler_check_scale, num_replicas=ctx.world)
     else:
         plan = [(cfg.image_size, cfg.batch_size)]
-    sampler = MultiScaleBatchSampler(len(train_set), plan, num_replicas=ctx.world, rank=ctx.rank, seed=cfg.seed)
+    family = tags.family(tags.split_arch(cfg.model.partition(".")[0])[1])
+    sampler = MultiScaleBatchSampler(len(train_set), plan, num_replicas=ctx.world, rank=ctx.rank, seed=cfg.seed,
+                                     kind=sampler_kind(cfg.sampler, family))   # the official sampler of the family
     common = {"num_workers": cfg.workers, "pin_memory": ctx.device.type == "cuda",
               "worker_init_fn": _worker_init if cfg.workers else None, "persistent_workers": cfg.workers > 0}
-    train = DataLoader(train_set, batch_sampler=sampler, collate_fn=task.train_collate(cfg), **common)
+    # Per-sample seeds (train/seeding.py): a resumed run, or one with another worker count, sees the same batches.
+    train = DataLoader(SeededSamples(train_set), batch_sampler=SeededBatches(sampler, cfg.seed, ctx.rank),
+                       collate_fn=SeededCollate(task.train_collate(cfg)),
+                       generator=torch.Generator().manual_seed(cfg.seed), **common)
     shard = Subset(val_set, range(ctx.rank, len(val_set), ctx.world))   # disjoint, no padding: exact metrics
     val = DataLoader(shard, batch_size=cfg.eval_batch_size or cfg.batch_size, shuffle=False,
                      collate_fn=task.collate, **common)

@@ -1,13 +1,14 @@
 """Optimiser, weight-decay groups and the official learning-rate schedule.
 
-Schedule (both official code bases): linear warm-up per optimiser step from `warmup_init_lr` to `lr` over
+Schedule (both official code bases, training.md §3): linear warm-up from `warmup_init_lr` to `lr` over
 `warmup_iterations`, then cosine *per epoch*, `min + (max - min) * (1 + cos(pi * epoch / epochs)) / 2`, constant
-within an epoch. Each parameter group may carry `lr_multiplier` (a segmentation head trains at 10x).
+within an epoch (min_lr is never reached). Each parameter group may carry `lr_multiplier` (a v1 segmentation head
+trains at 10x), applied before the 8-decimal rounding. Accumulation rules of §8: `is_step_boundary`.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Literal, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +40,36 @@ def build_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimiz
                            weight_decay=cfg.weight_decay)
 
 
+def official_lr(iteration: int, epoch: int, *, max_lr: float, min_lr: float, epochs: int,
+                warmup_iterations: int = 0, warmup_init_lr: float = 0.0,
+                scheduler: Literal["cosine", "fixed"] = "cosine") -> float:
+    """The unrounded lr of the official cosine (or fixed) scheduler at a counter value and 0-based epoch."""
+    if warmup_iterations > 0 and iteration < warmup_iterations:
+        return warmup_init_lr + iteration * (max_lr - warmup_init_lr) / warmup_iterations
+    if scheduler == "fixed":
+        return max_lr
+    return min_lr + 0.5 * (max_lr - min_lr) * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def group_lrs(lr: float, multipliers: Sequence[float]) -> list[float]:
+    """Each group's lr as the official base scheduler sets it: clamp at 0, multiply, *then* round to 8 decimals
+    (rounding first would put a x10 head up to 5e-8 off)."""
+    return [round(max(0.0, lr) * m, 8) for m in multipliers]
+
+
+def schedule_counter(family: Literal["v1", "v2"], *, micro_batches: int, optimizer_steps: int) -> int:
+    """The counter the warm-up reads: v1 advances it per micro-batch, v2 per optimiser step (equal without
+    accumulation, as in every recipe)."""
+    return micro_batches if family == "v1" else optimizer_steps
+
+
+def is_step_boundary(batch_index: int, accum_freq: int) -> bool:
+    """Whether the optimiser steps after batch `batch_index` (0-based, within the epoch). Gradients are summed
+    over the micro-batches (no division); the epoch's last (num_batches % accum_freq) ones never step: the next
+    epoch's zero_grad drops them, as in the official loop."""
+    return (batch_index + 1) % accum_freq == 0
+
+
 class LRSchedule:
     """lr(iteration, epoch) of the official recipes. `iteration` counts optimiser steps since the start."""
 
@@ -47,16 +78,18 @@ class LRSchedule:
 
     def __call__(self, iteration: int, epoch: int) -> float:
         c = self.cfg
-        if c.warmup_iterations > 0 and iteration < c.warmup_iterations:
-            lr = c.warmup_init_lr + iteration * (c.lr - c.warmup_init_lr) / c.warmup_iterations
-        elif c.scheduler == "fixed":
-            lr = c.lr
-        else:
-            lr = c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * epoch / c.epochs))
-        return round(lr, 8)   # the official schedulers round to 8 decimals
+        lr = official_lr(iteration, epoch, max_lr=c.lr, min_lr=c.min_lr, epochs=c.epochs,
+                         warmup_iterations=c.warmup_iterations, warmup_init_lr=c.warmup_init_lr,
+                         scheduler=c.scheduler)
+        return group_lrs(lr, [1.0])[0]
 
     def apply(self, optimizer: torch.optim.Optimizer, iteration: int, epoch: int) -> float:
-        lr = self(iteration, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_multiplier", 1.0)
-        return lr
+        """Set every group's lr (its `lr_multiplier` applied before the rounding); returns the base lr."""
+        c = self.cfg
+        lr = official_lr(iteration, epoch, max_lr=c.lr, min_lr=c.min_lr, epochs=c.epochs,
+                         warmup_iterations=c.warmup_iterations, warmup_init_lr=c.warmup_init_lr,
+                         scheduler=c.scheduler)
+        groups = optimizer.param_groups
+        for group, value in zip(groups, group_lrs(lr, [g.get("lr_multiplier", 1.0) for g in groups])):
+            group["lr"] = value
+        return group_lrs(lr, [1.0])[0]

@@ -39,8 +39,10 @@ class MetricsLog:
         atomic_write(self.path, lambda f: f.write("".join(json.dumps(r) + "\n" for r in kept).encode()))
 
     def append(self, record: dict[str, Any]) -> None:
+        """One JSON line; a non-finite number (a NaN mIoU of an empty split) is written as null, never as NaN."""
+        clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
         with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(clean, allow_nan=False) + "\n")
             f.flush()
             os.fsync(f.fileno())
 

@@ -21,15 +21,18 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..models import create_model, split_arch
+from ..models import create_model, identity_record, split_arch
 from ..tasks import get_task
 from . import checkpoints, distributed
 from .checkpoints import Progress
 from .config import TrainConfig
 from .ema import ModelEMA
 from .loaders import Loaders, batch_len, build_loaders
-from .optim import LRSchedule, build_optimizer, param_groups
+from .averaging import BestTracker, keep_official_files
+from .optim import LRSchedule, build_optimizer, is_step_boundary, param_groups
+from .run_folder import RunFolder, check_resume, fingerprint
 from .runlog import MetricsLog, plot_curves, write_config
+from .seeding import mix, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,7 @@ class Trainer:
         self.ddp = self._wrap(self.model)
         self.progress = Progress()
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        self._saved = self._check_out()
 
     def _build(self, cfg: TrainConfig) -> tuple[TrainConfig, nn.Module, Loaders]:
         torch.manual_seed(cfg.seed)              # the same initial weights on every rank and every run
@@ -99,10 +103,22 @@ class Trainer:
         n = getattr(train_set, "num_classes", None)
         if cfg.num_classes is None and n is not None:
             cfg = replace(cfg, num_classes=n)   # the data decides the head; a different count resets it
+        elif n is not None and cfg.num_classes != n and cfg.resume and (self.out / "last.pt").is_file():
+            raise UserError(f"--resume: the run trains {cfg.num_classes} classes, but {cfg.data} has {n}; resume "
+                            f"with the run's --data or start a new --out")
+        elif n is not None and cfg.num_classes != n and cfg.task in (None, self.task.name):
+            raise UserError(f"--num-classes {cfg.num_classes}, but {cfg.data} has {n} classes (with background "
+                            f"for dense tasks); leave --num-classes out to take the data's count")
+        if self.task.name == "classification" and n is not None and n < 2:
+            raise UserError(f"{cfg.data}: a classifier needs at least 2 classes, the data has {n}")
         weights = None if cfg.resume and (self.out / "last.pt").is_file() else cfg.weights   # last.pt wins
         if weights or getattr(model, "num_classes", cfg.num_classes) != cfg.num_classes:
-            model = create_model(cfg.model, num_classes=cfg.num_classes, weights=weights, **cfg.model_kwargs)
+            model = create_model(cfg.model, num_classes=cfg.num_classes, weights=weights,
+                                 copy=cfg.weights_copy if weights else None, **cfg.model_kwargs)
         self.classes = list(getattr(train_set, "classes", None) or []) or None
+        if self.classes and len(self.classes) == model.num_classes:
+            model.identity = model.identity.with_classes(model.num_classes, self.classes)
+        self.data_fingerprint = fingerprint(train_set, val_set)
         model.to(self.ctx.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -114,6 +130,9 @@ class Trainer:
         if self.cfg.sync_bn and self.ctx.device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
             self.model = model
+        elif self.cfg.sync_bn:
+            log.warning("sync_bn: SyncBatchNorm runs on CUDA only; on %s each process keeps its own BatchNorm "
+                        "statistics", self.ctx.device.type)
         return DistributedDataParallel(model, device_ids=[self.ctx.device] if self.ctx.device.type == "cuda" else None,
                                        find_unused_parameters=getattr(self.task, "find_unused_parameters", False))
 
@@ -123,17 +142,28 @@ class Trainer:
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
 
     # ---- run folder ---------------------------------------------------------------------------------------------
-    def _prepare_out(self) -> None:
+    def _check_out(self) -> dict[str, Any] | None:
+        """Everything about the run folder that can be wrong, checked before anything is written; the saved state
+        when resuming."""
         last = self.out / "last.pt"
-        if self.cfg.resume and last.is_file():
-            self._restore(checkpoints.load(last))
-        elif last.is_file() and not self.cfg.resume:
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"--out {self.out} is a file; give a folder for the run")
+        if last.is_file() and not self.cfg.resume:
             raise UserError(f"{self.out} already holds a run (last.pt): add --resume to continue it, or choose "
                             f"another --out")
-        elif self.cfg.resume:
-            log.warning("--resume: no %s yet, starting from scratch", last)
+        if not (self.cfg.resume and last.is_file()):
+            if self.cfg.resume:
+                log.warning("--resume: no %s yet, starting from scratch", last)
+            return None
+        saved = checkpoints.load(last)
+        check_resume(saved, model=self.cfg.model, num_classes=self.cfg.num_classes, data=self.data_fingerprint)
+        return saved
+
+    def _prepare_out(self) -> None:
+        if self._saved is not None:
+            self._restore(self._saved)
+            self._saved = None
         if self.ctx.main:
-            self.out.mkdir(parents=True, exist_ok=True)
             self.metrics.keep_epochs_below(self.progress.epoch + 1)
             write_config(self.cfg.to_dict(), self.out / "config.yaml")
         distributed.barrier(self.ctx)
@@ -145,18 +175,23 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scaler.load_state_dict(saved["scaler"])
         self.progress = Progress(saved["epoch"], saved["step"], saved["iteration"], saved["best"])
+        if saved.get("rng") is not None and self.progress.step:   # mid-epoch: continue the main stream exactly
+            set_rng_state(saved["rng"])
         log.info("resumed %s at epoch %d, step %d", self.out / "last.pt", saved["epoch"] + 1, saved["step"])
 
     def save_last(self) -> None:
         if self.ctx.main:
             checkpoints.save_last(self.out / "last.pt", model=self.model, ema=self.ema, optimizer=self.optimizer,
-                            scaler=self.scaler, progress=self.progress, config=self.cfg.to_dict(),
-                            classes=self.classes)
+                                  scaler=self.scaler, progress=self.progress, config=self.cfg.to_dict(),
+                                  identity=identity_record(self.model), rng=rng_state(),
+                                  data_fingerprint=self.data_fingerprint)
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         start = time.perf_counter()
-        with Stop() as stop:   # installed first: a Ctrl-C at any point after this ends in a saved last.pt
+        # The folder lock first (one writer per run folder), then the signal handlers: a Ctrl-C at any point after
+        # this ends in a saved last.pt.
+        with RunFolder(self.out, enabled=self.ctx.main), Stop() as stop:
             self._prepare_out()
             while self.progress.epoch < self.cfg.epochs:
                 stats = self._train_epoch(stop)
@@ -169,12 +204,14 @@ class Trainer:
     def _train_epoch(self, stop: Stop) -> dict[str, float] | None:
         """One epoch from `self.progress.step`; the epoch's mean stats, or None when stopped by Ctrl-C."""
         cfg, p, ctx = self.cfg, self.progress, self.ctx
-        torch.manual_seed(cfg.seed * 1_000_003 + p.epoch * 1009 + p.step * 7 + ctx.rank)   # reproducible epochs
+        if p.step == 0:   # mid-epoch, the stream saved in last.pt continues instead
+            torch.manual_seed(mix(cfg.seed, ctx.rank, p.epoch))
         self.loaders.sampler.set_epoch(p.epoch, p.step)
         total = p.step + len(self.loaders.sampler)
         if cfg.max_steps_per_epoch:
             total = min(total, cfg.max_steps_per_epoch)
         self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)   # official: drops the last epoch's leftover micro-batches
         sums: dict[str, float] = {}
         steps = images = 0
         lr, start = 0.0, time.perf_counter()
@@ -185,14 +222,14 @@ class Trainer:
                 break
             lr = self.schedule.apply(self.optimizer, p.iteration, p.epoch)
             batch = self.task.to_device(batch, ctx.device, channels_last=cfg.channels_last)
-            boundary = (p.step + 1) % cfg.accum_steps == 0 or p.step + 1 == total
+            boundary = is_step_boundary(p.step, cfg.accum_steps)   # official: leftovers never step (issue 10)
             with contextlib.nullcontext() if boundary or not ctx.enabled else self.ddp.no_sync():
                 with self.autocast():
                     loss, stats = self.task.training_loss(self.ddp, batch, cfg)
                 stop_now, bad = distributed.any_rank(stop.requested, not bool(torch.isfinite(loss)), ctx=ctx)
                 if bad:
                     raise self._non_finite(loss)
-                self.scaler.scale(loss / cfg.accum_steps).backward()
+                self.scaler.scale(loss).backward()   # official: micro-batch gradients summed, not averaged
             if boundary:
                 self._optimizer_step()
             p.step, steps, images = p.step + 1, steps + 1, images + batch_len(batch)
@@ -256,7 +293,8 @@ class Trainer:
         if improved:
             weights = (self.ema.module if source == "ema" else self.model).state_dict()
             checkpoints.save_best(self.out / "best.pt", weights=weights, source=source, epoch=record["epoch"],
-                            metrics=record, config=self.cfg.to_dict(), classes=self.classes)
+                                  metrics=record, config=self.cfg.to_dict(), identity=identity_record(self.model))
+        self._keep_official(record)
         self.save_last()
         plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)
         key = self.task.main_metric
@@ -264,6 +302,37 @@ class Trainer:
                  self.cfg.epochs, math.nan if record["train_loss"] is None else record["train_loss"], key, record[f"val_{key}"],
                  f"  ema_val_{key} {record[f'ema_val_{key}']:.2f}" if self.ema else "", record["lr"],
                  record["images_per_s"])
+
+    # ---- the official checkpoint files (training.md §4; helper A, issue 10) --------------------------------------
+    def _keep_official(self, record: dict[str, Any]) -> None:
+        """checkpoint[_ema]_best.pt, the k-best pools and checkpoint[_ema]_avg.pt, raw and EMA streams apart."""
+        if not self.cfg.k_best_checkpoints:
+            return
+        family = self.model.identity.family
+        key, higher, decimals = getattr(self.task, "official_selection", lambda f: (
+            self.task.main_metric, self.task.higher_is_better, 4))(family)
+        if getattr(self, "_official", None) is None:   # this process's first epoch: the raw best logged so far
+            self._official = BestTracker(family, higher_is_better=higher, k=self.cfg.k_best_checkpoints,
+                                         decimals=decimals)
+            for r in self.metrics.records():
+                value = r.get(f"val_{key}")
+                if r["epoch"] < record["epoch"] and value is not None and math.isfinite(value):
+                    self._official.update("raw", value, [])
+            self._official.start()   # as the official engine: the EMA stream restarts from the raw best
+
+        def saver(source: str):
+            return lambda path, weights: checkpoints.save_best(
+                path, weights=weights, source=source, epoch=record["epoch"], metrics=record,
+                config=self.cfg.to_dict(), identity=identity_record(self.model))
+
+        def load(path: Path) -> dict[str, torch.Tensor]:
+            return checkpoints.load(path)["model"]
+
+        keep_official_files(self.out, self._official, "raw", record[f"val_{key}"], self.model.state_dict(),
+                            saver("model"), load)
+        if self.ema is not None:
+            keep_official_files(self.out, self._official, "ema", record[f"ema_val_{key}"], self.ema.state_dict(),
+                                saver("ema"), load)
 
     def _summary(self, seconds: float) -> dict[str, Any]:
         records = self.metrics.records() if self.ctx.main else []

@@ -19,10 +19,12 @@ from typing import Any, Literal
 
 import torch
 
+from ..errors import UserError
+
 IDENTITY_KEY = "mobilevitv3.identity"     # safetensors metadata key holding the identity as JSON
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be read, or does not fit the model."""
 
 
@@ -68,7 +70,7 @@ def read_weights(path: str | os.PathLike, *, copy: Literal["model", "ema"] | Non
         return _read_safetensors(path, copy)
     obj = load_pickle(path)
     state, chosen = _select(obj, copy, str(path))
-    meta = obj if isinstance(obj, dict) and chosen != "weights" else {}
+    meta = obj if state is not obj else {}          # a wrapper dict: its other entries describe the weights
     known = ("model", "ema", "state_dict", "identity", "config")
     return Weights(_tensors(state, str(path)), str(path), chosen, meta.get("identity"), meta.get("config"),
                    {k: v for k, v in meta.items() if k not in known} or None)

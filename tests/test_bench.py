@@ -1,0 +1,98 @@
+"""The timing harness: every implementation/runtime in a process of its own, turns that never overlap, threads set
+per worker, the environment (CPU, load) recorded, worker failures reported. Nothing here is timed."""
+import os
+from dataclasses import asdict
+
+import pytest
+
+from mobilevitv3.bench import timing
+from mobilevitv3.bench.runtimes import Spec
+from mobilevitv3.bench.timing import BenchConfig, WorkerProcess, benchmark, rounds
+from mobilevitv3.errors import UserError
+
+SMALL = dict(image_size=64, warmup=1, runs=4, chunk=2, train=False, threads=1)
+
+
+@pytest.fixture(scope="module")
+def two_workers():
+    specs = [Spec("mobilevitv3_xxs", "ours", "eager", 64, (1,), threads=1),
+             Spec("mobilevitv3_xxs", "ours", "eager", 64, (1,), fuse=True, threads=1)]
+    workers = [WorkerProcess(f"w{i}") for i in range(len(specs))]
+    try:
+        for w, spec in zip(workers, specs):
+            w.start(1)
+            w.setup_reply = w.request({"cmd": "setup", "spec": asdict(spec)})
+        yield workers
+    finally:
+        timing.close_all(workers)
+
+
+@pytest.fixture(scope="module")
+def report():
+    pytest.importorskip("timm")
+    pytest.importorskip("onnxruntime")
+    return benchmark(["mobilevit_xxs"], BenchConfig(runtimes=("eager", "onnxruntime"), vs="timm", flop_limit=True,
+                                                    **SMALL))
+
+
+def test_rounds_turns_never_overlap_and_alternate(two_workers):
+    turns = []
+    times = rounds(two_workers, "infer", 1, 1, 6, 2, [], turns)
+    assert {k: len(v) for k, v in times.items()} == {"w0": 6, "w1": 6}
+    spans = sorted((start, end) for _, start, end in turns)
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    assert [label for label, _, _ in turns] == ["w0", "w1", "w1", "w0", "w0", "w1"]   # the order rotates
+
+
+def test_workers_are_separate_processes_with_their_threads(two_workers):
+    pids = {w.setup_reply["pid"] for w in two_workers}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert all(w.setup_reply["threads"] == 1 for w in two_workers)
+
+
+def test_benchmark_records_environment(report):
+    env = report["environment"]
+    assert env["cpu"] and env["cores"] >= 1 and env["threads"] == 1
+    assert len(env["loadavg_before"]) == 3 and len(env["loadavg_after"]) == 3 and env["loadavg_during_max"] >= 0
+
+
+def test_benchmark_times_every_runtime_in_its_own_process(report):
+    (row,) = report["results"]
+    assert set(row["runtimes"]) == {"ours/eager", "timm/eager", "ours/onnxruntime", "timm/onnxruntime"}
+    assert len({s["pid"] for s in row["runtimes"].values()} | {os.getpid()}) == 5
+    assert all(s["runs"] == 4 and s["latency_ms_median"] > 0 for s in row["runtimes"].values())
+    assert row["runtimes"]["timm/onnxruntime"]["params"] == row["params"]
+
+
+def test_benchmark_vs_timm_is_the_ratio_per_runtime(report):
+    (row,) = report["results"]
+    for runtime in ("eager", "onnxruntime"):
+        ours, timm = (row["runtimes"][f"{impl}/{runtime}"]["latency_ms_median"] for impl in ("ours", "timm"))
+        assert row["vs_timm_by_runtime"][runtime]["latency_ms_median"] == pytest.approx(ours / timm)
+    assert row["vs_timm"] == row["vs_timm_by_runtime"]["eager"]
+
+
+def test_benchmark_flop_limit_is_twice_the_macs_over_the_sgemm_rate(report):
+    (row,) = report["results"]
+    gflops = report["environment"]["sgemm_gflops"]
+    assert gflops > 1
+    assert row["flop_limit_ms"] == pytest.approx(2 * row["macs_true"] / gflops / 1e6)
+    assert row["vs_flop_limit"] == pytest.approx(row["latency_ms_median"] / row["flop_limit_ms"])
+
+
+def test_benchmark_timm_only_runtime_is_skipped_for_timm():
+    pytest.importorskip("timm")
+    specs = timing.specs_for("mobilevit_xxs", BenchConfig(runtimes=("optimized", "eager"), vs="timm"), 1)
+    assert [s.label for s in specs] == ["ours/optimized", "ours/eager", "timm/eager"]
+
+
+def test_worker_user_error_reaches_the_caller_as_one():
+    with WorkerProcess("bad") as w:
+        w.start(1)
+        with pytest.raises(UserError, match="timm has no implementation"):
+            w.request({"cmd": "setup", "spec": asdict(Spec("mobilevitv3_xxs", "timm", "eager", 64))})
+
+
+def test_benchmark_unknown_runtime_is_a_user_error():
+    with pytest.raises(UserError, match="unknown runtime"):
+        benchmark(["mobilevitv3_xxs"], BenchConfig(runtimes=("tensorrt",)))
