@@ -4,8 +4,8 @@ AdamW step on synthetic 256x256 batches, the work of one step of the ImageNet re
     python benchmarks/train_throughput.py [--models mobilevitv3_xxs mobilevitv3_s] [--size 256]
         [--batch-size 16] [--steps 10] [--warmup 3] [--threads N] [--device cpu cuda] [--markdown]
 
-CPU runs fp32 (the CPU path of `mobilevitv3 train` with `amp: auto`); CUDA runs fp16 autocast + GradScaler and
-channels-last, as the recipes do on GPUs.
+CPU runs fp32 (the CPU path of `mobilevitv3 train` with `amp: auto`), NCHW unless --channels-last; CUDA runs fp16
+autocast + GradScaler and channels-last, as the recipes do on GPUs.
 """
 from __future__ import annotations
 
@@ -23,17 +23,19 @@ from mobilevitv3.train.config import TrainConfig
 from mobilevitv3.train.optim import build_optimizer, param_groups
 
 
-def measure(name: str, *, device: str, size: int, batch: int, steps: int, warmup: int) -> dict:
+def measure(name: str, *, device: str, size: int, batch: int, steps: int, warmup: int,
+            channels_last: bool = False) -> dict:
     dev = torch.device(device)
     cuda = dev.type == "cuda"
+    channels_last = channels_last or cuda
     model = create_model(name, num_classes=1000).to(dev).train()
-    if cuda:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     cfg = TrainConfig(model=name)
     optimizer = build_optimizer(param_groups(model, cfg), cfg)
     scaler = torch.amp.GradScaler(dev.type, enabled=cuda)
     x = torch.rand(batch, 3, size, size, device=dev)
-    if cuda:
+    if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device=dev)
 
@@ -57,7 +59,7 @@ def measure(name: str, *, device: str, size: int, batch: int, steps: int, warmup
     seconds = time.perf_counter() - start
     return {"model": name, "device": torch.cuda.get_device_name(dev) if cuda else f"cpu ({torch.get_num_threads()} "
             f"threads)", "precision": "fp16 autocast" if cuda else "fp32", "size": size, "batch": batch,
-            "steps": steps, "images_per_s": round(batch * steps / seconds, 1),
+            "channels_last": channels_last, "steps": steps, "images_per_s": round(batch * steps / seconds, 1),
             "ms_per_step": round(1000 * seconds / steps, 1)}
 
 
@@ -70,11 +72,13 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", nargs="+", default=["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    p.add_argument("--channels-last", action="store_true", help="channels-last model and input on CPU too")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table instead of JSON lines")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    rows = [measure(m, device=d, size=args.size, batch=args.batch_size, steps=args.steps, warmup=args.warmup)
+    rows = [measure(m, device=d, size=args.size, batch=args.batch_size, steps=args.steps, warmup=args.warmup,
+                    channels_last=args.channels_last)
             for d in args.device for m in args.models]
     if not args.markdown:
         for r in rows:

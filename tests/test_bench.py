@@ -96,3 +96,25 @@ def test_worker_user_error_reaches_the_caller_as_one():
 def test_benchmark_unknown_runtime_is_a_user_error():
     with pytest.raises(UserError, match="unknown runtime"):
         benchmark(["mobilevitv3_xxs"], BenchConfig(runtimes=("tensorrt",)))
+
+
+# ---- the trainer's thread policy (train/distributed.py) ------------------------------------------------------------
+@pytest.mark.parametrize("busy, expected", [(0.0, 2), (0.3, 2), (0.7, 1), (1.9, 1), (None, 2)])
+def test_default_threads_takes_the_cores_other_processes_leave_idle(monkeypatch, busy, expected):
+    from mobilevitv3.train import distributed
+    monkeypatch.setattr(distributed, "_cores", lambda: 2)
+    monkeypatch.setattr(distributed, "busy_cores", lambda: busy)
+    assert distributed.default_threads(1) == expected
+
+
+def test_default_threads_splits_the_cores_between_local_ranks(monkeypatch):
+    from mobilevitv3.train import distributed
+    monkeypatch.setattr(distributed, "_cores", lambda: 8)
+    monkeypatch.setattr(distributed, "busy_cores", lambda: 7.0)   # the other ranks starting up: not a reason
+    assert distributed.default_threads(4) == 2
+
+
+def test_busy_cores_is_a_share_of_the_machine():
+    from mobilevitv3.train.distributed import busy_cores
+    busy = busy_cores(0.05)
+    assert busy is None or 0.0 <= busy <= os.cpu_count()

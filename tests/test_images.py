@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mobilevitv3.data.images import BACKGROUND, ImageError, as_rgb, read_rgb, try_read_rgb
+from mobilevitv3.data.images import BACKGROUND, ImageError, as_rgb, read_bgr, read_rgb, try_read_bgr, try_read_rgb
 from mobilevitv3.errors import UserError
 
 ORIENTATION = 0x0112
@@ -104,3 +104,17 @@ def test_read_rgb_keeps_plain_rgb_exact(tmp_path):
     pixels = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     Image.fromarray(pixels).save(tmp_path / "plain.png")
     assert (np.asarray(read_rgb(tmp_path / "plain.png")) == pixels).all()
+
+
+def test_read_bgr_is_read_rgb_in_opencv_order(tmp_path):
+    rgba = np.zeros((6, 6, 4), np.uint8)
+    rgba[..., 2] = 180
+    rgba[:3, :, 3] = 255                      # top half opaque blue, bottom half transparent
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "half.png")
+    bgr = read_bgr(tmp_path / "half.png")
+    assert bgr.shape == (6, 6, 3) and bgr.flags["C_CONTIGUOUS"]
+    assert tuple(bgr[0, 0]) == (180, 0, 0) and tuple(bgr[5, 5]) == (255, 255, 255)
+    assert (bgr[..., ::-1] == np.asarray(read_rgb(tmp_path / "half.png"))).all()
+    with pytest.raises(ImageError, match="is a folder"):
+        read_bgr(tmp_path)
+    assert try_read_bgr(tmp_path / "missing.jpg") is None

@@ -312,3 +312,50 @@ def test_keep_official_files_writes_best_prunes_pool_and_averages(tmp_path):
                      "checkpoint_ema_score_52.0000.pt"]
     assert load(tmp_path / "checkpoint_ema_best.pt")["w"].item() == 3.0
     assert load(tmp_path / "checkpoint_ema_avg.pt")["w"].item() == 2.0      # mean of epochs 1 and 3
+
+
+def test_v2_segmentation_loss_is_main_plus_04_aux_without_halving():
+    from mobilevitv3.tasks import get_task
+    from mobilevitv3.train.config import TrainConfig
+    torch.manual_seed(0)
+    model = create_model("deeplabv3_mobilevitv3_050.voc").train()
+    images, masks = torch.rand(2, 3, 64, 64), torch.randint(0, 21, (2, 64, 64))
+    masks[:, :4] = 255
+    batch = {"images": images, "masks": masks, "skipped": 0}
+    torch.manual_seed(1)
+    loss, _ = get_task("segmentation").training_loss(model, batch, TrainConfig(aux_loss_weight=0.4))
+    torch.manual_seed(1)
+    main, aux = model(images)                                # aux upsampled to the mask size (align_corners True)
+    expected = F.cross_entropy(main, masks, ignore_index=255) + 0.4 * F.cross_entropy(aux, masks, ignore_index=255)
+    assert torch.allclose(loss, expected, atol=1e-5)
+
+
+def test_trainer_keeps_official_best_files_per_stream(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from mobilevitv3.cli import main
+    for split in ("train", "val"):
+        for i, c in enumerate("ab"):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for k in range(4):
+                Image.new("RGB", (36, 36), (230 * (i == 0), 230 * (i == 1), 20 * k)).save(
+                    tmp_path / "data" / split / c / f"{k}.png")
+    out = tmp_path / "run"
+    assert main(["train", "--model", "mobilevitv3_xxs", "--image-size", "32", "--batch-size", "4", "--threads", "1",
+                 "--workers", "0", "--warmup-iterations", "2", "--epochs", "3", "--k-best-checkpoints", "1",
+                 "--data", str(tmp_path / "data"), "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for prefix, name in (("val", "checkpoint_best.pt"), ("ema_val", "checkpoint_ema_best.pt")):
+        best, epoch = 0.0, None
+        for r in records:                                    # ties count as a new best
+            if round(r[f"{prefix}_top1"], 4) >= best:
+                best, epoch = round(r[f"{prefix}_top1"], 4), r["epoch"]
+        assert torch.load(out / name, weights_only=True)["epoch"] == epoch
+    bests, best = set(), 0.0                                 # an average exists from k + 1 = 2 distinct bests on
+    for r in records:
+        if round(r["val_top1"], 4) >= best:
+            best = round(r["val_top1"], 4)
+            bests.add(best)
+    assert (out / "checkpoint_avg.pt").is_file() == (len(bests) >= 2)

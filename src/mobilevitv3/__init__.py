@@ -18,10 +18,11 @@ The package in layers; each imports only from the layers above it in this list (
 Importing the package changes nothing global (no environment variables, torch settings or plotting backends).
 """
 from .errors import UserError
+from .export.optimize import optimize
 from .layers import fuse
 from .models import Identity, create_model, get_tag, list_models, load_model
 from .weights import CheckpointError
 
 __version__ = "0.1.0"
 __all__ = ["CheckpointError", "Identity", "UserError", "create_model", "fuse", "get_tag", "list_models",
-           "load_model"]
+           "load_model", "optimize"]

@@ -45,10 +45,11 @@ class Spec:
     device: str = "cpu"
     dtype: str = "fp32"
     train: bool = False                  # also build a training step (torch runtimes)
+    backend: str | None = None           # runtime "optimized": optimize()'s backend (None: its default)
 
     @property
     def label(self) -> str:
-        return f"{self.impl}/{self.runtime}"
+        return f"{self.impl}/{self.runtime}" + (f"[{self.backend}]" if self.backend else "")
 
 
 @dataclass
@@ -119,7 +120,8 @@ def build(spec: Spec) -> Built:
         model = torch.compile(model, fullgraph=spec.impl == "ours", dynamic=False)
     elif spec.runtime == "optimized":
         from ..export.optimize import optimize
-        model = optimize(model, image_size=spec.image_size, threads=spec.threads)
+        model = optimize(model, image_size=spec.image_size, threads=spec.threads,
+                         **({"backend": spec.backend} if spec.backend else {}))
 
     def step(x: Tensor) -> object:
         with torch.inference_mode(), _autocast(spec):

@@ -6,6 +6,18 @@ from ..models.backbone import MobileViT
 from ..models.config import PAPER
 from .counting import official_macs, param_count, true_macs
 
+# ImageNet-1k top-1 (%) of the released checkpoints at 256x256, as reported -- never measured here (no ImageNet):
+# MobileViTv3: the official MobileViTv3 README (micronDLA/MobileViTv3); MobileViTv1 and v2: the ml-cvnets model zoo
+# (docs/source/en/general/README-model-zoo.md; v1 "legacy" CVNets v0.1 weights). The L2 variants and v3-1.25...2.0
+# have no reported figure there.
+REPORTED_TOP1: dict[str, float] = {
+    "mobilevitv3_s": 79.3, "mobilevitv3_xs": 76.7, "mobilevitv3_xxs": 70.98,
+    "mobilevitv3_100": 78.64, "mobilevitv3_075": 76.55, "mobilevitv3_050": 72.33,
+    "mobilevit_xxs": 69.0, "mobilevit_xs": 74.7, "mobilevit_s": 78.3,
+    "mobilevitv2_050": 70.18, "mobilevitv2_075": 75.56, "mobilevitv2_100": 78.09, "mobilevitv2_125": 79.65,
+    "mobilevitv2_150": 80.38, "mobilevitv2_175": 80.84, "mobilevitv2_200": 81.17,
+}
+
 
 def _row(model, name: str, image_size: int) -> dict:
     return {"name": name, "params": param_count(model), "macs": official_macs(model, image_size),

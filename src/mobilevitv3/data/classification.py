@@ -8,7 +8,6 @@ The training set takes `(index, height, width)` keys from the batch sampler (cro
 from __future__ import annotations
 
 import logging
-import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from ..errors import UserError
+from .images import try_read_bgr, try_read_rgb
 from .sampler import unpack
 from .transforms import Pipeline, eval_transform, train_transform
 
@@ -29,15 +29,8 @@ MAX_SUBSTITUTES = 8
 
 
 def load_rgb(path: str) -> Image.Image | None:
-    """RGB image (grayscale, palette, RGBA, CMYK converted), or None when the file is unreadable or truncated."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")           # palette-with-transparency and EXIF chatter
-            with Image.open(path) as im:
-                im.load()
-                return im.convert("RGB")
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
+    """RGB as a viewer shows it (`data.images`: EXIF, 16-bit, alpha rules), or None (logged) when unreadable."""
+    return try_read_rgb(path)
 
 
 class ClassificationSet(Dataset):
@@ -55,11 +48,8 @@ class ClassificationSet(Dataset):
         if isinstance(self.items, tuple):
             return self.items[0][index], int(self.items[1][index])
         path, label = self.items[index]
-        if self.pipe.backend == "opencv":   # the v1 pipeline reads with OpenCV (BGR); PIL for what it cannot read
-            from .cv_transforms import imread_bgr
-            image = imread_bgr(path)
-            if image is not None:
-                return image, label
+        if self.pipe.backend == "opencv":   # the v1 pipeline works on OpenCV's BGR arrays
+            return try_read_bgr(path), label
         return load_rgb(path), label
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[Tensor, int, int] | None:
@@ -70,7 +60,6 @@ class ClassificationSet(Dataset):
             image, label = self._raw((index + attempt) % len(self))
             if image is not None:
                 return self._transform(h, w)(image), label, attempt
-            log.warning("skipping unreadable image %s", self.items[(index + attempt) % len(self)][0])
         return None
 
     def _transform(self, h: int, w: int) -> Callable:

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from PIL import UnidentifiedImageError
 from torchvision import tv_tensors
 from torchvision.datasets import CocoDetection
 from torchvision.transforms.v2 import functional as F
 
+from .images import try_read_rgb
 from .masks import DatasetError
 
 log = logging.getLogger(__name__)
@@ -117,15 +117,14 @@ class CocoBoxes(CocoDetection):
         index, size = (key[0], tuple(key[1:])) if isinstance(key, tuple) else (key, None)
         img_id = self.ids[index]
         info = self.coco.imgs[img_id]
-        try:
-            image = tv_tensors.Image(F.pil_to_tensor(self._load_image(img_id)))
-        except (OSError, UnidentifiedImageError) as e:
-            log.warning("skipping unreadable image %s (%s)", info["file_name"], e)
+        rgb = try_read_rgb(Path(self.root) / info["file_name"])    # the one reader (EXIF applied, as cv2.imread)
+        if rgb is None:
             return None
+        image = tv_tensors.Image(F.pil_to_tensor(rgb))
         H, W = image.shape[-2:]
         if (H, W) != (info["height"], info["width"]):
-            raise DatasetError(f"{self.root}/{info['file_name']}: image is {W}x{H} but {self.ann_file.name} says "
-                               f"{info['width']}x{info['height']}")
+            raise DatasetError(f"{self.root}/{info['file_name']}: image is {W}x{H} (EXIF orientation applied) but "
+                               f"{self.ann_file.name} says {info['width']}x{info['height']}")
         boxes, labels = self.targets[img_id]
         target = {"boxes": tv_tensors.BoundingBoxes(boxes.clone(), format="XYXY", canvas_size=(H, W)),
                   "labels": labels.clone()}

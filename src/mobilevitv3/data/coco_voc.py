@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
+from .images import read_rgb
 
 log = logging.getLogger(__name__)
 # COCO category id -> VOC index (the official list's order; 0 = background)
@@ -72,8 +73,7 @@ def _png(mask: np.ndarray) -> bytes:
 
 def _jpeg(path: Path) -> bytes:
     buf = io.BytesIO()
-    with Image.open(path) as im:
-        im.convert("RGB").save(buf, format="JPEG", quality=JPEG_QUALITY)
+    read_rgb(path).save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
 
 

@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .images import try_read_bgr
+
 
 def imread_bgr(path: str | Path) -> np.ndarray | None:
-    """HWC uint8 BGR as `cv2.imread` gives it (EXIF orientation applied), or None when OpenCV cannot decode it."""
-    import cv2  # here, not at import: importing OpenCV edits the environment (LD_LIBRARY_PATH)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return image if image is not None and image.size else None
+    """HWC uint8 BGR, the pixels `cv2.imread` gives (EXIF applied) through the one reader `data.images` (alpha on
+    white, truncated files refused), or None (logged) when unreadable."""
+    return try_read_bgr(path)
 
 
 def from_rgb_tensor(image: Tensor) -> np.ndarray:
@@ -35,6 +36,8 @@ def as_bgr(image: "np.ndarray | Tensor | Image.Image") -> np.ndarray:
     if isinstance(image, np.ndarray):
         return image
     if isinstance(image, Tensor):
+        if image.dtype != torch.uint8:
+            raise ValueError(f"the OpenCV pipeline takes uint8 images, got a {image.dtype} tensor")
         return from_rgb_tensor(image)
     return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
 

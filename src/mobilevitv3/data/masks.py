@@ -18,6 +18,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import UserError
+from .images import try_read_rgb
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,9 @@ PairTransform = Callable[[tv_tensors.Image, tv_tensors.Mask, "tuple[int, int] | 
 
 
 def read_image(path: Path) -> tv_tensors.Image | None:
-    """RGB uint8 [3, H, W], or None (logged) for a file that cannot be decoded."""
-    try:
-        with Image.open(path) as im:
-            return tv_tensors.Image(F.pil_to_tensor(im.convert("RGB")))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        log.warning("skipping unreadable image %s (%s)", path, e)
-        return None
+    """RGB uint8 [3, H, W] as a viewer shows it (`data.images`), or None (logged) for a file that cannot be read."""
+    im = try_read_rgb(path)
+    return None if im is None else tv_tensors.Image(F.pil_to_tensor(im))
 
 
 def read_mask(path: Path, fmt: MaskFormat) -> tv_tensors.Mask | None:

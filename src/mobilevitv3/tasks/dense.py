@@ -14,6 +14,7 @@ from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
 from ..data.classes import class_names
+from ..data.images import as_rgb
 from ..data.transforms import model_preprocess, tagged
 from .metrics import rank_sum  # noqa: F401  (the dense tasks import it from here)
 
@@ -34,12 +35,13 @@ class DenseInput:
 
 
 def dense_input(cfg: Any, model: nn.Module) -> DenseInput:
-    """Config fields win over the tag. The tag's exact resize (512x512 / 320x320) is the evaluation size; an
-    untagged model evaluates at `image_size`. v1-based releases resized with OpenCV (no antialiasing), v2-based
-    with PIL (antialiased)."""
+    """Config fields win over the tag: `eval_crop` (or `eval_resize`) sets a square evaluation size; else the tag's
+    exact resize (512x512 / 320x320); an untagged model evaluates at `image_size`. v1-based releases resized with
+    OpenCV (no antialiasing), v2-based with PIL (antialiased)."""
     pre = model_preprocess(model)
     size = pre.resize if tagged(model) and isinstance(pre.resize, tuple) else None
-    size = size or (cfg.image_size, cfg.image_size)
+    chosen = cfg.eval_crop or cfg.eval_resize
+    size = (chosen, chosen) if chosen else size or (cfg.image_size, cfg.image_size)
     v1 = model.identity.family == "v1"
     return DenseInput(cfg.channel_order or pre.channel_order, cfg.interpolation or pre.interpolation,
                       tuple(size), antialias=not v1, mean=tuple(pre.mean), std=tuple(pre.std))
@@ -77,7 +79,7 @@ def palette(n: int) -> list[tuple[int, int, int]]:
 
 
 def pil_to_image(im: Image.Image) -> tv_tensors.Image:
-    return tv_tensors.Image(F.pil_to_tensor(im.convert("RGB")))
+    return tv_tensors.Image(F.pil_to_tensor(as_rgb(im)))   # the one rule (EXIF, 16-bit, alpha) for API callers
 
 
 def stack_batch(samples: Sequence[Any], target_key: str) -> dict[str, Any]:

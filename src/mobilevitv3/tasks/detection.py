@@ -100,10 +100,10 @@ class Detection(Task):
         return metrics | {"loss": rank_sum(loss_sum, device) / max(n, 1), "images": int(n),
                           "skipped_count": int(rank_sum(skipped, device))}
 
-    def official_selection(self, family: str) -> tuple[str, bool, int]:
-        """(metric, higher is better, decimals) of the official best checkpoints: v1 kept the lowest validation
-        loss (no mAP during training), v2 the highest COCO mAP (rounded to 5 decimals)."""
-        return ("loss", False, 4) if family == "v1" else ("map", True, 5)
+    def official_selection(self, family: str) -> tuple[str, bool, int, float]:
+        """(metric, higher is better, decimals, scale) of the official best checkpoints: v1 kept the lowest
+        validation loss (no mAP during training), v2 the highest COCO mAP x 100 (rounded to 5 decimals)."""
+        return ("loss", False, 4, 1.0) if family == "v1" else ("map", True, 5, 100.0)
 
     def is_head(self, parameter_name: str) -> bool:
         """extra layers and SSD heads at `head_lr_multiplier` x the scheduled lr (official: 1)."""

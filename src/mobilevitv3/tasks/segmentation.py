@@ -118,6 +118,10 @@ class Segmentation(Task):
         return matrix.compute(names) | {"images": int(rank_sum(images, device)),
                                         "skipped_count": int(rank_sum(skipped, device))}
 
+    def official_selection(self, family: str) -> tuple[str, bool, int, float]:
+        """The official best checkpoints follow mIoU in percent, rounded to 4 decimals (ours is a fraction)."""
+        return "miou", True, 4, 100.0
+
     def is_head(self, parameter_name: str) -> bool:
         """both heads at `head_lr_multiplier` x the scheduled lr (the v1-based recipe: 10)."""
         return is_head(parameter_name)

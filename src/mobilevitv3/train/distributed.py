@@ -1,13 +1,14 @@
 """Process group, device and CPU threads for plain `python -m mobilevitv3 train` or `torchrun` (one or more nodes).
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE; we use nccl on CUDA and gloo on CPU. Each process
-gets `cores / local world size` threads, capped by the idle cores (torchrun would otherwise leave 1), unless
-`threads` is set.
+gets `cores / local world size` threads (torchrun would otherwise leave 1); a single process takes every core that
+other processes leave idle right now (`default_threads`), unless `threads` is set.
 """
 from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -42,22 +43,38 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_threads(local_world: int) -> int:
-    """cores / local world size, but no more than the cores other processes leave idle (1-minute load average).
-
-    OpenMP threads that find their core busy spin in every parallel region: on this project's shared 2-core
-    machine at load 4, training with 2 threads ran at 25 img/s against 142 img/s with 1 thread (OMP_WAIT_POLICY
-    =PASSIVE, which must be set before torch is imported, also avoids it).
-    """
-    cores = _cores()
+def busy_cores(seconds: float = 0.25) -> float | None:
+    """Cores that other processes keep busy right now: the non-idle share of the machine's CPU time in /proc/stat
+    over `seconds` (steal time counts as busy), times the CPU count. None where /proc/stat cannot be read."""
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]   # user nice system idle iowait irq softirq steal
+        return sum(fields), fields[3] + fields[4]
     try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        busy = 0.0
-    idle = max(1, int(cores - busy + 0.5))
-    threads = max(1, min(cores, idle) // local_world)
-    log.info("%d thread(s) per process (%d cores, load %.1f, %d process(es) on this node)", threads, cores, busy,
-             local_world)
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = total1 - total0
+    return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / total) if total > 0 else 0.0
+
+
+def default_threads(local_world: int) -> int:
+    """Every core for one process (cores / local world size under torchrun), minus the cores other processes are
+    using at this moment (sampled from /proc/stat, not the 1-minute load average, which still counts a job that
+    has just ended: at load 0.8 on an idle 2-core machine the old policy chose 1 thread).
+
+    The cap matters: OpenMP threads that find their core taken spin in every parallel region; on this project's
+    shared 2-core machine at load ~7, a training step at 64x64 ran at 5 img/s with 2 threads against 76 img/s with
+    1 (OMP_WAIT_POLICY=PASSIVE, which must be set before torch is imported, also avoids it)."""
+    cores = _cores()
+    if local_world > 1:   # the other ranks are starting up beside us: what they use now says nothing
+        return max(1, cores // local_world)
+    busy = busy_cores()
+    threads = cores if busy is None else max(1, min(cores, int(cores - busy + 0.5)))
+    log.info("%d thread(s) (%d cores, %s busy with other processes)", threads, cores,
+             "unknown" if busy is None else f"{busy:.1f}")
     return threads
 
 

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..models import create_model, identity_record, split_arch
 from ..tasks import get_task
+from ..weights import read_weights
 from . import checkpoints, distributed
 from .checkpoints import Progress
 from .config import TrainConfig
@@ -309,15 +310,16 @@ class Trainer:
         if not self.cfg.k_best_checkpoints:
             return
         family = self.model.identity.family
-        key, higher, decimals = getattr(self.task, "official_selection", lambda f: (
-            self.task.main_metric, self.task.higher_is_better, 4))(family)
+        # (metric, higher is better, decimals, scale to the official units: mIoU and mAP in percent)
+        key, higher, decimals, scale = getattr(self.task, "official_selection", lambda f: (
+            self.task.main_metric, self.task.higher_is_better, 4, 1.0))(family)
         if getattr(self, "_official", None) is None:   # this process's first epoch: the raw best logged so far
             self._official = BestTracker(family, higher_is_better=higher, k=self.cfg.k_best_checkpoints,
                                          decimals=decimals)
             for r in self.metrics.records():
                 value = r.get(f"val_{key}")
                 if r["epoch"] < record["epoch"] and value is not None and math.isfinite(value):
-                    self._official.update("raw", value, [])
+                    self._official.update("raw", value * scale, [])
             self._official.start()   # as the official engine: the EMA stream restarts from the raw best
 
         def saver(source: str):
@@ -326,13 +328,13 @@ class Trainer:
                 config=self.cfg.to_dict(), identity=identity_record(self.model))
 
         def load(path: Path) -> dict[str, torch.Tensor]:
-            return checkpoints.load(path)["model"]
+            return read_weights(path).state   # a pool file: weights only, read safely
 
-        keep_official_files(self.out, self._official, "raw", record[f"val_{key}"], self.model.state_dict(),
-                            saver("model"), load)
-        if self.ema is not None:
-            keep_official_files(self.out, self._official, "ema", record[f"ema_val_{key}"], self.ema.state_dict(),
-                                saver("ema"), load)
+        streams = [("raw", "val", self.model, "model")] + ([("ema", "ema_val", self.ema, "ema")] if self.ema else [])
+        for stream, prefix, weights, source in streams:
+            value = record.get(f"{prefix}_{key}")   # NaN (no image scored) never makes a best
+            keep_official_files(self.out, self._official, stream, math.nan if value is None else value * scale,
+                                weights.state_dict(), saver(source), load)
 
     def _summary(self, seconds: float) -> dict[str, Any]:
         records = self.metrics.records() if self.ctx.main else []
