@@ -119,7 +119,7 @@ def test_unreadable_and_truncated_images_are_skipped_and_counted(tmp_path, caplo
     with caplog.at_level(logging.WARNING):
         images, targets, skipped = task.collate([val[i] for i in range(len(val))])
         t_images, _, t_skipped = task.collate([train[(i, 32, 32)] for i in range(len(train))])
-    assert (len(images), skipped) == (6, 2) and "skipping unreadable image" in caplog.text
+    assert (len(images), skipped) == (6, 2) and "junk.jpg" in caplog.text and "skipping" in caplog.text
     assert len(t_images) == len(train) and t_skipped == 1      # training substitutes: the batch keeps its size
 
 

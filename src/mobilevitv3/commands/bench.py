@@ -3,11 +3,14 @@ runtime in a worker process of its own, timed in alternating rounds (`bench.timi
 from __future__ import annotations
 
 import argparse
+import tempfile
 from dataclasses import fields, replace
+from pathlib import Path
 
 from ..bench.chart import chart
 from ..bench.runtimes import RUNTIMES
 from ..bench.timing import PRESETS, BenchConfig, benchmark
+from ..errors import UserError
 
 DEFAULTS = BenchConfig()
 
@@ -44,7 +47,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chart", metavar="PATH", help="write a latency-vs-parameters PNG")
 
 
+def _check_chart_path(path: str) -> None:
+    """Before minutes of timing: the chart's folder exists (or can be made) and is writable."""
+    folder = Path(path).resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise UserError(f"--chart {path}: cannot write into {folder} ({e.strerror or e})") from None
+
+
 def run(args: argparse.Namespace) -> dict:
+    if args.chart:
+        _check_chart_path(args.chart)
     cfg = replace(DEFAULTS, **PRESETS.get(args.preset, {}))
     explicit = {f.name: getattr(args, f.name) for f in fields(BenchConfig)
                 if getattr(args, f.name, None) is not None}
