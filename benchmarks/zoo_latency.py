@@ -1,6 +1,6 @@
 """Every v1/v2/v3 classifier's measured latency beside its reported ImageNet top-1: the papers' accuracy-vs-cost
-figure, one series per runtime (eager as created, the library's best fp32 path `optimized`, and INT8 when the package
-has a quantizer: `mobilevitv3.export.quantize`).
+figure, one series per runtime (eager as created, the library's best fp32 path `optimized`, and `int8`, the INT8 ONNX
+file of `mobilevitv3.export.quantize` in onnxruntime, when the package has it).
 
     python benchmarks/zoo_latency.py [--models PATTERN...] [--runtimes eager optimized] [--threads 2] [--runs 50]
         [--out benchmarks/zoo_latency]
@@ -22,14 +22,6 @@ from mobilevitv3.bench.timing import BenchConfig, benchmark
 from mobilevitv3.bench.zoo import REPORTED_TOP1
 
 
-def int8_series(names: list[str], threads: int, runs: int) -> dict[str, float]:
-    """Median ms of each model's INT8 export, where the package has a quantizer (another module's work)."""
-    if importlib.util.find_spec("mobilevitv3.export.quantize") is None:
-        return {}
-    print("mobilevitv3.export.quantize exists: time it with its own runner and add the series", flush=True)
-    return {}
-
-
 def markdown(report: dict, runtimes: list[str]) -> str:
     env = report["environment"]
     head = " | ".join(f"{r} ms (x FLOP limit)" for r in runtimes)
@@ -49,7 +41,8 @@ def markdown(report: dict, runtimes: list[str]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["mobilevit_*", "mobilevitv2_*", "mobilevitv3_*"])
-    p.add_argument("--runtimes", nargs="+", default=["eager", "optimized"])
+    p.add_argument("--runtimes", nargs="+", default=["eager", "optimized"] + (
+        ["int8"] if importlib.util.find_spec("mobilevitv3.export.quantize") else []))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--out", default="benchmarks/zoo_latency")
@@ -64,8 +57,6 @@ def main() -> None:
     for runtime in args.runtimes:
         series[f"ours {runtime}"] = [(r["name"], r["runtimes"][f"ours/{runtime}"]["latency_ms_median"],
                                       REPORTED_TOP1[r["name"]]) for r in report["results"] if r["name"] in REPORTED_TOP1]
-    for name, ms in int8_series(names, args.threads, args.runs).items():
-        series.setdefault("ours int8", []).append((name, ms, REPORTED_TOP1[name]))
     env = report["environment"]
     accuracy_chart(series, f"{args.out}.png", title=f"ImageNet-1k top-1 (reported) vs latency measured on "
                    f"{env['cpu']}, {env['threads']} threads, batch 1, 256x256, fp32 ({time.strftime('%Y-%m-%d')})")

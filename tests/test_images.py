@@ -118,3 +118,19 @@ def test_read_bgr_is_read_rgb_in_opencv_order(tmp_path):
     with pytest.raises(ImageError, match="is a folder"):
         read_bgr(tmp_path)
     assert try_read_bgr(tmp_path / "missing.jpg") is None
+
+
+def test_every_data_reader_follows_the_one_rule(tmp_path):
+    from mobilevitv3.data.classification import load_rgb
+    from mobilevitv3.data.cv_transforms import imread_bgr
+    from mobilevitv3.data.masks import read_image
+    pixels = _blocks()
+    exif = Image.Exif()
+    exif[ORIENTATION] = 8                  # "rotate 90 counter-clockwise to display"
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", quality=98, exif=exif.tobytes())
+    expected = np.asarray(read_rgb(tmp_path / "phone.jpg"))
+    assert expected.shape == (64, 48, 3)
+    assert (np.asarray(load_rgb(str(tmp_path / "phone.jpg"))) == expected).all()          # ImageFolder
+    assert (imread_bgr(tmp_path / "phone.jpg")[..., ::-1] == expected).all()               # v1 OpenCV pipeline
+    assert (read_image(tmp_path / "phone.jpg").permute(1, 2, 0).numpy() == expected).all()  # VOC / ADE20K
+    assert load_rgb(str(tmp_path)) is None and read_image(tmp_path) is None               # a folder: skipped

@@ -1,6 +1,8 @@
 """The embedded digit scenes (`mobilevitv3.data.scenes`): exact masks and boxes, a fixed split, determinism."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,33 @@ def test_scene_coco_ground_truth_scores_perfect_boxes_one():
     assert coco_map(_results(data, 0.0)) == pytest.approx(1.0)
     assert coco_map(_results(data, 6.0)) < 0.7                # boxes off by 6 px lose the strict IoU thresholds
     assert coco_ground_truth(data).getAnnIds() == data.coco.getAnnIds()
+
+
+TINY = {"scenes": {"size": 64, "scale": [16, 32], "train_scenes": 4, "val_scenes": 3}}
+FAST = ["--epochs", "1", "--batch-size", "2", "--eval-batch-size", "3", "--workers", "0", "--threads", "1",
+        "--warmup-iterations", "1", "--max-steps-per-epoch", "1", "--image-size", "64"]
+
+
+def _run(capsys, argv):
+    from mobilevitv3.cli import main
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("model, metric", [("deeplabv3_mobilevitv3_xxs", "miou"), ("ssdlite_mobilevitv3_xxs", "map")])
+def test_dense_train_defaults_to_scenes_then_eval_and_predict(tmp_path, capsys, model, metric):
+    out = tmp_path / "run"
+    options = json.dumps(TINY | ({"short_side": [64, 64]} if metric == "miou" else {}))
+    _run(capsys, ["train", "--model", model, "--out", str(out), "--task-options", options, *FAST])   # no --data
+    (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert record["train_loss"] > 0 and record["val_images"] == 3
+    ev = _run(capsys, ["eval", str(out / "best.pt"), "--data", "scenes", "--workers", "0"])
+    best = max(record[f"val_{metric}"], record[f"ema_val_{metric}"])   # best.pt holds the better copy
+    assert ev[metric] == pytest.approx(best) and ev["images"] == 3     # the same val scenes, the same protocol
+    from PIL import Image
+    image = tmp_path / "scene.png"
+    Image.fromarray(make_scene(SceneSpec(size=64, scale=(16, 32)), "val", 0).image).save(image)
+    (pred,) = _run(capsys, ["predict", str(out / "best.pt"), str(image)])
+    assert pred["size"] == [64, 64]
+    names = [c["name"] for c in pred.get("classes", [])] + [d["name"] for d in pred.get("detections", [])]
+    assert set(names) <= set(SCENE_CLASSES)                              # the scene class names travel

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import sys
 
 from .errors import UserError
@@ -56,8 +57,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mobilevitv3 {args.command}: interrupted", file=sys.stderr)
         return 130
     if result is not None:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(_finite(result), indent=2, allow_nan=False))
     return 0
+
+
+def _finite(value):
+    """JSON has no NaN/inf: an undefined metric (no class present, no image) is printed as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 if __name__ == "__main__":

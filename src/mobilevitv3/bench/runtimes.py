@@ -1,5 +1,6 @@
 """What one benchmark worker times: an implementation (ours or timm's model of the same architecture) in one runtime
-(eager, compiled, the library's optimized path, onnxruntime, ExecuTorch XNNPACK), built inside the worker process.
+(eager, compiled, the library's optimized path, onnxruntime, ExecuTorch XNNPACK, the INT8 ONNX file), built inside
+the worker process.
 
 `build(spec)` returns a `Built`: `infer(batch)` / `train(batch)` give zero-argument calls on cached inputs, so the
 timed loop measures the call alone. Both implementations get the same input layout and the same export route.
@@ -24,6 +25,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RUNTIMES: dict[str, tuple[str, ...]] = {
     "eager": ("ours", "timm"), "compiled": ("ours", "timm"), "optimized": ("ours",),
     "onnxruntime": ("ours", "timm"), "executorch": ("ours", "timm"),
+    "int8": ("ours",),   # the package's INT8 ONNX file (export.quantize) in onnxruntime
 }
 TORCH_RUNTIMES = ("eager", "compiled", "optimized")
 # timm implements these architectures under the same names (its v2 widths: 050 ... 200).
@@ -109,9 +111,9 @@ def build(spec: Spec) -> Built:
     if spec.fuse and spec.impl == "ours" and spec.runtime != "optimized":
         from ..layers import fuse
         model = fuse(model)
-    if spec.runtime in ("onnxruntime", "executorch"):
+    if spec.runtime in ("onnxruntime", "executorch", "int8"):
         run, version = _exported(model, spec)
-        return Built(_cached(lambda b: _image(spec, b).cpu().numpy() if spec.runtime == "onnxruntime"
+        return Built(_cached(lambda b: _image(spec, b).cpu().numpy() if spec.runtime != "executorch"
                              else _image(spec, b).cpu(), run), train, params, version, False)
     model = model.to(spec.device)
     if spec.channels_last:
@@ -158,14 +160,18 @@ def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[object], object],
     if spec.device != "cpu" or spec.dtype != "fp32":
         raise UserError(f"--runtime {spec.runtime} times the float32 CPU graph: drop --device / --dtype")
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.onnx" if spec.runtime == "onnxruntime" else "model.pte")
-        if spec.impl == "ours":
+        path = os.path.join(tmp, "model.pte" if spec.runtime == "executorch" else "model.onnx")
+        if spec.runtime == "int8":   # latency only: random calibration images, the SNR check left out
+            from ..export.quantize import quantize
+            quantize(model, "onnx", path, calibration=list(torch.rand(8, 3, spec.image_size, spec.image_size)),
+                     image_size=spec.image_size, verify=False)
+        elif spec.impl == "ours":
             from ..export import export
             export(model, spec.runtime if spec.runtime != "onnxruntime" else "onnx", path,
                    image_size=spec.image_size, dynamic_batch=True)
         else:
             _write_reference(model, spec, path)
-        if spec.runtime == "onnxruntime":
+        if spec.runtime != "executorch":
             from ..export.onnx import ort_session
             import onnxruntime
             session = ort_session(path, threads=spec.threads)

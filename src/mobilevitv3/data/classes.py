@@ -25,4 +25,7 @@ def class_names(dataset: str) -> list[str]:
         return ["background"] + [line.split(maxsplit=1)[1] for line in _lines("coco")]
     if dataset in ("voc", "ade20k"):
         return list(_lines(dataset))
+    if dataset == "scenes":
+        from .scenes import SCENE_CLASSES
+        return list(SCENE_CLASSES)
     raise KeyError(dataset)

@@ -9,6 +9,8 @@ scenes. Validation scenes only use digit images of the digits classifier's valid
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import io
 from dataclasses import dataclass
 from functools import lru_cache
@@ -20,10 +22,17 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
+from ..errors import UserError
+from .masks import MaskFormat
+
 SCENE_CLASSES = ["background"] + [str(d) for d in range(10)]
 SPLITS = {"train": 0, "val": 1}
 INK = 0.5                   # a pixel belongs to a digit where its ink (paste alpha) is at least this
 MIN_CONTRAST = 80.0         # RGB distance between a digit's colour and the background under most of its ink
+# `--data` values that name this set: `digits`, the default data of every command, means the scenes for a
+# segmentation or detection model (the way `digits` is the classifier's embedded set)
+EMBEDDED = ("scenes", "digits")
+SCENES = MaskFormat("digit scenes", num_classes=len(SCENE_CLASSES), stored_ignore=255)   # 255: padding only
 
 
 @dataclass(frozen=True)
@@ -39,7 +48,37 @@ class SceneSpec:
     def __post_init__(self) -> None:
         lo, hi = self.scale
         if not (1 <= self.digits[0] <= self.digits[1] and 8 <= lo <= hi <= self.size):
-            raise ValueError(f"bad scene spec {self}: need 1 <= digits, 8 <= scale <= size")
+            raise UserError(f"task_options.scenes: need 1 <= digits low <= high and 8 <= scale low <= high <= size, "
+                            f"got digits {list(self.digits)}, scale {list(self.scale)}, size {self.size}")
+        if self.train_scenes < 1 or self.val_scenes < 1:
+            raise UserError(f"task_options.scenes: train_scenes and val_scenes must be >= 1, got "
+                            f"{self.train_scenes} and {self.val_scenes}")
+
+
+def is_scenes(data: str | None) -> bool:
+    """Whether `--data` names the embedded scene set."""
+    return str(data) in EMBEDDED
+
+
+def scene_spec(options: dict[str, Any]) -> SceneSpec:
+    """The scene set a config asks for: `task_options.scenes` (a mapping of `SceneSpec` fields), else the default."""
+    given = options.get("scenes") or {}
+    if not isinstance(given, dict):
+        raise UserError(f"task_options.scenes must be a mapping of scene settings, got {given!r}")
+    fields = {f.name: f for f in dataclasses.fields(SceneSpec)}
+    for key in given:
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=2)
+            raise UserError(f"task_options.scenes: unknown setting {key!r}"
+                            f"{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
+    try:
+        values = {k: tuple(int(x) for x in v) if isinstance(v, (list, tuple)) else int(v) for k, v in given.items()}
+    except (TypeError, ValueError):
+        raise UserError(f"task_options.scenes: integer settings expected, got {given!r}") from None
+    for k in ("digits", "scale"):
+        if k in values and (not isinstance(values[k], tuple) or len(values[k]) != 2):
+            raise UserError(f"task_options.scenes.{k}: two integers [low, high] expected, got {given[k]!r}")
+    return SceneSpec(**values)
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ from .official_seg import class_ratio_crop, pil_resize, pil_resize_mask
 
 Resizer = Literal["opencv", "pil", "torch"]
 
-# task_options keys that are not augmentation: the data set kind, and the class names a checkpoint carries
-NOT_AUGMENTATION = ("dataset", "classes")
+# task_options keys that are not augmentation: the data set kind, the class names a checkpoint carries, and the
+# settings of the embedded scene set (`data.scenes.scene_spec`)
+NOT_AUGMENTATION = ("dataset", "classes", "scenes")
 
 
 @dataclass(frozen=True)

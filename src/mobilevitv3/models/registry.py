@@ -57,8 +57,36 @@ def _head_kwargs(task: str, arch: str, tag: str | None, kwargs: dict[str, Any]) 
     key = "head" if task == "segmentation" else "cfg"
     if (bad := [k for k in given if k != key]):
         raise UserError(f"{arch} takes `{key}=` for its head, not {', '.join(bad)}")
-    value = given.get(key, head_settings(arch, tag)[key])
-    return {key: HEAD_TYPES[key](**value) if isinstance(value, dict) else value}
+    default = head_settings(arch, tag)[key]
+    value = given.get(key, default)
+    if isinstance(value, dict):     # a recipe's mapping: the fields it names override the default head's
+        fields = [f.name for f in dataclasses.fields(default)]
+        for name in value:
+            if name not in fields:
+                raise unknown(f"{key} setting of {arch}", name, fields)
+        value = dataclasses.replace(default, **{k: _tuples(v) for k, v in value.items()})
+    return {key: value}
+
+
+def _tuples(value: Any) -> Any:
+    """YAML/JSON lists -> the tuples of the frozen head configs (nested for SSD aspect ratios)."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _plain(value: Any) -> Any:
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _head_record(arch: str, tag: str | None, head: dict[str, Any]) -> dict[str, Any]:
+    """The head settings that differ from the default, as plain data (checkpoints rebuild the model from it)."""
+    out = {}
+    for key, value in head.items():
+        default = head_settings(arch, tag)[key]
+        changed = {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                   if getattr(value, f.name) != getattr(default, f.name)}
+        if changed:
+            out[key] = changed
+    return out
 
 
 def build(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
@@ -86,7 +114,8 @@ def build(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module
     pre = tag.preprocess if tag else model.identity.preprocess
     model.identity = Identity(arch, task, cfg.block.family, classes, pre, tag_name or None,
                               tag.dataset if tag else None)
-    model.build_kwargs = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))}
+    model.build_kwargs = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))} | \
+        _head_record(arch, tag_name or None, head)
     return init_weights(model, cfg.block.family)   # the official trainers' initialisation (weights overwrite it)
 
 

@@ -20,6 +20,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from ..data.classes import class_names, coco_category_ids
 from ..data.coco import CocoBoxes
+from ..data.scenes import SceneBoxes, is_scenes, scene_spec
 from ..data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransform
 from ..data.official_det_aug import OfficialDetEvalTransform
 from ..errors import UserError
@@ -41,15 +42,18 @@ class Detection(Task):
         inp = dense_input(cfg, model)
         family = model.identity.family
         flip = inp.channel_order == ("rgb" if family == "v1" else "bgr")   # v1 works in OpenCV's BGR
-        val = CocoBoxes(cfg.data, "val", transform=OfficialDetEvalTransform(family, inp.eval_size,
-                                                                            flip_channels=flip),
-                        clip=family == "v2")
+        if is_scenes(cfg.data):    # the embedded digit scenes (`--data scenes`, or the default `digits`)
+            spec = scene_spec(cfg.task_options)
+            boxes = lambda split, transform, train=False: SceneBoxes(spec, split, transform)  # noqa: E731
+        else:
+            boxes = lambda split, transform, train=False: CocoBoxes(  # noqa: E731
+                cfg.data, split, transform=transform, train=train, clip=family == "v2")
+        val = boxes("val", OfficialDetEvalTransform(family, inp.eval_size, flip_channels=flip))
         if not train and model.num_classes != len(val.class_names):
             raise UserError(f"{model.name} predicts {model.num_classes} classes (with background) but "
                             f"{val.ann_file} has {len(val.class_names) - 1} categories")
-        train_set = CocoBoxes(cfg.data, "train", transform=DetTrainTransform(aug, hflip=cfg.hflip, family=family,
-                                                                             **inp.kwargs()),
-                              train=True, clip=family == "v2") if train else None
+        train_set = boxes("train", DetTrainTransform(aug, hflip=cfg.hflip, family=family, **inp.kwargs()),
+                          train=True) if train else None
         for ds in (val, train_set):
             if ds is not None:
                 ds.num_classes, ds.classes = len(ds.class_names), list(ds.class_names)

@@ -90,7 +90,7 @@ class ConfusionMatrix:
         present = ~iou.isnan()
         names = class_names or [str(i) for i in range(self.num_classes)]
         m = self.matrix.double()
-        out = {"miou": float(iou[present].mean()) if present.any() else 0.0,
+        out = {"miou": float(iou[present].mean()) if present.any() else math.nan,
                "pixel_acc": float(m.diagonal().sum() / m.sum().clamp(min=1))}
         out.update({f"iou/{n}": v for n, v, p in zip(names, iou.tolist(), present.tolist()) if p})
         return out

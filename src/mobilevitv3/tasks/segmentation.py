@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import draw_segmentation_masks
 
 from ..data.ade20k import ADE20K, ade20k_segmentation
+from ..data.scenes import SCENES, SceneMasks, is_scenes, scene_spec
 from ..data.classes import class_names
 from ..data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform, official_eval_transform
 from ..data.voc import VOC, voc_segmentation
@@ -26,11 +27,14 @@ from .base import Task
 from .dense import (
     base_dataset, dense_input, is_head, names_for, palette, pil_to_image, rank_sum, stack_batch)
 
-DATASETS = {"voc": (VOC, voc_segmentation), "ade20k": (ADE20K, ade20k_segmentation)}
+DATASETS = {"voc": (VOC, voc_segmentation), "ade20k": (ADE20K, ade20k_segmentation), "scenes": (SCENES, None)}
 
 
 def dataset_kind(cfg: Any, model: nn.Module) -> str:
-    """`task_options.dataset`, else the model tag's data set, else whichever published layout `--data` holds."""
+    """The embedded scenes for `--data scenes` (or the default `digits`), else `task_options.dataset`, else the
+    model tag's data set, else whichever published layout `--data` holds."""
+    if is_scenes(cfg.data):
+        return "scenes"
     kind = cfg.task_options.get("dataset") or model.identity.dataset
     if kind is None:
         root = Path(cfg.data)
@@ -56,6 +60,9 @@ class Segmentation(Task):
     def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
         kind = dataset_kind(cfg, model)
         fmt, make = DATASETS[kind]
+        if kind == "scenes":       # in memory, generated per index: the spec replaces the folder
+            spec = scene_spec(cfg.task_options)
+            make = lambda data, split, transform: SceneMasks(spec, split, transform)  # noqa: E731
         aug = SegAugment.from_options(cfg.task_options)
         inp = dense_input(cfg, model)
         if not train and model.num_classes != fmt.num_classes:

@@ -1,0 +1,215 @@
+"""Post-training static INT8 quantization (issue 11): `quantize(model, fmt, out, calibration=images)`.
+
+ONNX: the package's one ONNX export (BatchNorm folded), then onnxruntime.quantization's `quant_pre_process` and
+`quantize_static` in QDQ form: weights int8 symmetric per output channel, activations uint8 asymmetric (onnxruntime's
+x86 int8 kernels are u8s8; an s8 activation leaves most convs in float there), MinMax calibration by default. The
+attention core (q/k scaling, QK^T, softmax, AV; in v2 the separable attention between its two 1x1 projections)
+stays float: QLinearSoftmax is ~8x slower than the float softmax and int8 matmuls with 16-wide heads are no faster.
+ExecuTorch: PT2E with the XNNPACK quantizer (`pt2e.py`). Every choice is measured in docs/export.md.
+Like `export`, the file is staged, run in its own runtime and compared with the float model (logit SNR) before it
+is renamed into place; bad input is a `UserError` raised before anything is written.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UserError
+from .api import FORMATS, ExportError, _first_line, _image_size, _output_path, _require, _staged, deploy_metadata
+from .job import flatten, package_version
+
+log = logging.getLogger(__name__)
+
+INT8_FORMATS = ("onnx", "executorch")
+NO_INT8 = {   # why the other formats get no INT8 file from this command
+    "torchscript": "TorchScript has no portable INT8 graph (eager quantized ops run only in PyTorch)",
+    "exported-program": "an ExportedProgram is float; its INT8 form is the ExecuTorch program (--format executorch)",
+    "coreml": "coremltools' INT8 activation quantization needs its own calibration API (not wired here yet)",
+    "tflite": "litert-torch's INT8 path needs its own quantizer (not wired here yet)",
+}
+METHODS = ("minmax", "percentile", "entropy")
+MIN_CALIBRATION = 8         # fewer images give ranges set by a handful of outliers (or none at all)
+MIN_SNR_DB = 6.0            # below this the quantized file does not compute the model any more: an error
+CHECK_IMAGES = 8            # calibration images the quantized file is compared on
+# Normalisations have no int8 kernel in onnxruntime: quantizing them only adds Q/DQ of their scale and shift.
+FLOAT_OPS = {"LayerNormalization", "InstanceNormalization", "BatchNormalization"}
+
+
+def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration: Sequence[Tensor],
+             image_size: int | tuple[int, int] | None = None, method: str = "minmax", verify: bool = True) -> dict:
+    """Quantize `model` (any `create_model` result) to an INT8 `fmt` file at `out`; returns a JSON-able report.
+
+    `calibration`: preprocessed images [3, H, W] (the model's evaluation transform); at least `MIN_CALIBRATION`.
+    `image_size`: the graph's input size (default: the calibration images' size; images of another size are resized
+    for calibration). `method` (ONNX): minmax, percentile or entropy. The report gives the logit SNR (dB) of the
+    INT8 file against the float model on the first calibration images."""
+    _check_format(fmt)
+    if method not in METHODS:
+        raise UserError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+    images = _calibration_batch(calibration, image_size)
+    size = tuple(images.shape[-2:])
+    path = _output_path(out, FORMATS[fmt])
+    reference = copy.deepcopy(model).cpu().float().eval()
+    with torch.no_grad():
+        expected = [flatten(reference(x[None])) for x in images[:CHECK_IMAGES]]
+    with _staged(path) as tmp:
+        try:
+            run, exporter, runtime = (_onnx_int8 if fmt == "onnx" else _executorch_int8)(
+                reference, tmp, images, method)
+        except (UserError, OSError):
+            raise
+        except Exception as e:  # quantizer / lowering internals: one line for the CLI, the chain for --verbose
+            raise ExportError(f"INT8 {fmt} quantization of {model.identity.name} failed: {_first_line(e)}") from e
+        snr = _snr(run, images[:CHECK_IMAGES], expected)
+        if verify and not min(snr) >= MIN_SNR_DB:
+            raise ExportError(f"the INT8 file reproduces the float model at only {min(snr):.1f} dB logit SNR "
+                              f"(< {MIN_SNR_DB} dB): calibrate with images of the model's own data")
+    report = {"model": model.identity.name, "task": model.identity.task, "format": fmt, "path": str(path),
+              "bytes": path.stat().st_size, "image_size": list(size), "precision": "int8",
+              "calibration_images": len(images), "calibration_method": method if fmt == "onnx" else "histogram",
+              "exporter": exporter, "runtime": runtime, "logit_snr_db": [round(s, 2) for s in snr],
+              "checked_images": len(expected)}
+    log.info("quantized %s to %s (%s, logit SNR %s dB)", report["model"], path, exporter, report["logit_snr_db"])
+    return report
+
+
+def _check_format(fmt: str) -> None:
+    if fmt in NO_INT8:
+        raise UserError(f"--format {fmt} cannot hold an INT8 model here: {NO_INT8[fmt]}; use "
+                        f"{' or '.join(INT8_FORMATS)}")
+    if fmt not in INT8_FORMATS:
+        raise UserError(f"unknown quantization format {fmt!r}; choose from {', '.join(INT8_FORMATS)}")
+    _require(fmt, FORMATS[fmt])
+    if fmt == "executorch":
+        for module, requirement in (("torchao", "torchao"),):
+            try:
+                __import__(module)
+            except ImportError:
+                raise UserError(f"--format executorch needs the Python package {requirement}, which is not "
+                                f"installed: pip install '{requirement}'") from None
+
+
+def _calibration_batch(calibration: Sequence[Tensor], image_size) -> Tensor:
+    """One [N, 3, H, W] float tensor at the graph's input size."""
+    images = [torch.as_tensor(x) for x in calibration]
+    if len(images) < MIN_CALIBRATION:
+        raise UserError(f"the calibration set has {len(images)} image(s); at least {MIN_CALIBRATION} are needed "
+                        f"(a few hundred are typical): give more with --calib-images or another --calib")
+    bad = next((x for x in images if x.ndim != 3 or x.shape[0] != 3 or not x.is_floating_point()), None)
+    if bad is not None:
+        raise UserError(f"calibration images must be float [3, H, W] tensors (the model's input), got "
+                        f"{bad.dtype} {list(bad.shape)}")
+    size = _image_size(image_size) if image_size is not None else tuple(images[0].shape[-2:])
+    _image_size(size)
+    return torch.stack([x if tuple(x.shape[-2:]) == size else
+                        F.interpolate(x[None].float(), size, mode="bilinear", align_corners=False)[0]
+                        for x in images]).float()
+
+
+def _snr(run, images: Tensor, expected: list[list[Tensor]]) -> list[float]:
+    """Signal-to-noise ratio (dB) of each output of the INT8 file against the float model, over `images`."""
+    signal, noise = None, None
+    for x, ref in zip(images, expected):
+        try:
+            got = run(x[None])
+        except Exception as e:  # the runtime rejects its own file
+            raise ExportError(f"the INT8 file fails in its runtime: {_first_line(e)}") from e
+        if len(got) != len(ref) or any(tuple(g.shape) != tuple(r.shape) for g, r in zip(got, ref)):
+            raise ExportError(f"INT8 outputs {[tuple(g.shape) for g in got]} differ in shape from the model's "
+                              f"{[tuple(r.shape) for r in ref]}")
+        s = [float(r.double().pow(2).sum()) for r in ref]
+        n = [float((g.double() - r.double()).pow(2).sum()) for g, r in zip(got, ref)]
+        signal = s if signal is None else [a + b for a, b in zip(signal, s)]
+        noise = n if noise is None else [a + b for a, b in zip(noise, n)]
+    return [10 * math.log10(s / n) if n > 0 else math.inf for s, n in zip(signal, noise)]
+
+
+# ---- ONNX ---------------------------------------------------------------------------------------------------------
+
+def attention_core_nodes(graph) -> list[str]:
+    """Names of the ONNX nodes between each attention's input and output projections (kept float). The TorchScript
+    exporter names nodes by module scope: `.../attn/<op>`, the projections `.../attn/qkv_proj/...`."""
+    return [n.name for n in graph.node if "/attn/" in n.name
+            and "/qkv_proj/" not in n.name and "/out_proj/" not in n.name]
+
+
+class _Reader:
+    """onnxruntime's CalibrationDataReader protocol over a tensor of images, 8 per batch."""
+
+    def __init__(self, images: Tensor, batch: int = 8) -> None:
+        self._batches = [images[i:i + batch].numpy() for i in range(0, len(images), batch)]
+        self._next = 0
+
+    def get_next(self) -> dict | None:
+        if self._next >= len(self._batches):
+            return None
+        self._next += 1
+        return {"image": self._batches[self._next - 1]}
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str):
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from .api import export
+    from .onnx import ort_session
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
+        export(model, "onnx", fp32, image_size=tuple(images.shape[-2:]), dynamic_batch=True, fuse=True)
+        quant_pre_process(str(fp32), str(pre))
+        graph = onnx.load(str(pre)).graph
+        excluded = attention_core_nodes(graph)
+        softmax = [n.name for n in graph.node if n.op_type == "Softmax" and n.name not in excluded]
+        if softmax:   # a graph named differently: keep at least the softmax float
+            log.warning("attention nodes not found by name; keeping %d Softmax nodes float", len(softmax))
+            excluded += softmax
+        quantize_static(str(pre), str(path), _Reader(images), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                        op_types_to_quantize=sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - FLOAT_OPS),
+                        nodes_to_exclude=excluded, calibrate_method={
+                            "minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+                            "entropy": CalibrationMethod.Entropy}[method])
+        meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
+    proto = onnx.load(str(path))
+    meta |= {"precision": "int8", "quantization": f"onnxruntime {package_version('onnxruntime')} quantize_static "
+             f"QDQ u8s8 per-channel, {method}, {len(images)} calibration images, attention core float"}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    session = ort_session(path)
+    run = lambda x: [torch.from_numpy(o) for o in session.run(None, {"image": x.numpy()})]  # noqa: E731
+    return run, "torch.onnx + onnxruntime.quantization (QDQ)", package_version("onnxruntime")
+
+
+# ---- ExecuTorch ---------------------------------------------------------------------------------------------------
+
+def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str):
+    from executorch.runtime import Runtime
+    from .pt2e import calibrated_int8, write_pte
+    if method != "minmax":
+        log.info("ExecuTorch INT8 uses the XNNPACK quantizer's histogram observers; --method %s is ONNX-only", method)
+    example = images[:1]
+    graph = calibrated_int8(model, (x[None] for x in images), example)
+    meta = deploy_metadata(model, tuple(images.shape[-2:]), 0, torch.float32, False)
+    meta |= {"precision": "int8", "quantization": f"PT2E XNNPACKQuantizer symmetric per-channel, {len(images)} "
+             f"calibration images"}
+    exporter = write_pte(graph, example, path, meta)
+    method_ = Runtime.get().load_program(str(path)).load_method("forward")
+    return lambda x: list(method_.execute([x.contiguous()])), exporter, f"{package_version('executorch')} (XNNPACK)"
+
+
+__all__ = ["INT8_FORMATS", "METHODS", "MIN_CALIBRATION", "attention_core_nodes", "quantize"]
