@@ -155,3 +155,22 @@ def test_dense_train_defaults_to_scenes_then_eval_and_predict(tmp_path, capsys, 
     assert pred["size"] == [64, 64]
     names = [c["name"] for c in pred.get("classes", [])] + [d["name"] for d in pred.get("detections", [])]
     assert set(names) <= set(SCENE_CLASSES)                              # the scene class names travel
+
+
+def test_masked_cross_entropy_balance_weights_rare_classes():
+    import torch.nn.functional as F
+
+    from mobilevitv3.tasks.segmentation import masked_cross_entropy
+    target = torch.zeros(1, 10, 10, dtype=torch.long)
+    target[0, :1] = 1                                    # 10% of the pixels are class 1
+    target[0, 9, 9] = 255                                # ignored
+    logits = torch.zeros(1, 3, 10, 10)
+    logits[:, 0] = 2.0                                   # confident "class 0" everywhere: wrong on the rare class
+    valid = target != 255
+    plain = masked_cross_entropy(logits, target)
+    assert plain == pytest.approx(float(F.cross_entropy(logits, target, ignore_index=255)))
+    balanced = masked_cross_entropy(logits, target, balance=0.5)
+    per_pixel = F.cross_entropy(logits, target.clamp(max=2), reduction="none")[valid]
+    w = torch.tensor([(89 / 99) ** -0.5, (10 / 99) ** -0.5])[target[valid]]
+    assert balanced == pytest.approx(float((w * per_pixel).sum() / w.sum()))   # mean pixel weight 1
+    assert balanced > 1.5 * plain                                               # the rare class counts more

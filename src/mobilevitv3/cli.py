@@ -24,6 +24,7 @@ COMMANDS = {
     "predict": "predict on image files",
     "bench": "latency / throughput benchmark (optionally against timm)",
     "export": "export to ONNX, TorchScript, ExportedProgram, CoreML, ExecuTorch or TFLite",
+    "quantize": "post-training INT8 quantization to ONNX or ExecuTorch, checked against the float model",
 }
 
 

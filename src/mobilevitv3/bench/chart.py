@@ -13,6 +13,26 @@ from ..weights import atomic_write
 MARKERS = "osD^v<>p*h"
 
 
+def short_name(name: str) -> str:
+    """mobilevit_xxs -> v1-XXS, mobilevitv2_050 -> v2-0.5, mobilevitv3_s_l2 -> v3-S-L2 (the papers' names)."""
+    arch = name.partition(".")[0]
+    family = "v1" if arch.startswith("mobilevit_") else arch[len("mobilevit"):].partition("_")[0]
+    rest = arch.partition("_")[2]
+    if rest[:3].isdigit():
+        width = f"{int(rest[:3]) / 100:.2f}".rstrip("0")
+        rest = (width + "0" if width.endswith(".") else width) + rest[3:]
+    return f"{family}-{rest.upper().replace('_', '-')}"
+
+
+def _plain_ticks(ax, *axes: str) -> None:
+    from matplotlib.ticker import ScalarFormatter
+    for which in axes:
+        axis = ax.xaxis if which == "x" else ax.yaxis
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(ScalarFormatter())
+        axis.get_minor_formatter().set_scientific(False)
+
+
 def _figure(size: tuple[float, float] = (7, 4.5), panels: int = 1):
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
     fig = Figure(figsize=size, layout="constrained")
@@ -41,7 +61,7 @@ def chart(report: dict, path: str) -> None:
         ax.scatter(xs, ys, marker=MARKERS[i % len(MARKERS)], label=label)
         if i == 0:
             for (n, _), x, y in zip(rows, xs, ys):
-                ax.annotate(n, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(short_name(n), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     c = report["config"]
     flags = "".join(f", {label}" for key, label in (("channels_last", "channels-last"),
                                                      ("fuse", "BN folded (ours)")) if c[key])
@@ -59,19 +79,19 @@ def accuracy_chart(series: dict[str, list[tuple[str, float, float]]], path: str,
     points of one family are joined in order of latency, as in the papers' accuracy-vs-cost figures."""
     fig, (ax,) = _figure((8, 5.5))
     for i, (label, points) in enumerate(series.items()):
-        for family, style in (("mobilevit_", ":"), ("mobilevitv2_", "--"), ("mobilevitv3_", "-")):
-            pts = sorted((ms, top1, n) for n, ms, top1 in points if n.startswith(family)
-                         and not (family == "mobilevit_" and n.startswith("mobilevitv")))
+        for family, style, marker in (("v1", ":", "s"), ("v2", "--", "^"), ("v3", "-", "o")):
+            pts = sorted((ms, top1, n) for n, ms, top1 in points if short_name(n).startswith(family))
             if not pts:
                 continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=MARKERS[i % len(MARKERS)],
-                    color=f"C{i}", label=f"{label}: {family.rstrip('_')}", markersize=5)
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, color=f"C{i}",
+                    label=f"{label}: MobileVi{'T' if family == 'v1' else 'Tv' + family[1]}", markersize=5)
             if i == 0:
                 for ms, top1, n in pts:
-                    ax.annotate(n.removeprefix("mobilevit"), (ms, top1), fontsize=6, xytext=(3, -8),
-                                textcoords="offset points")
+                    ax.annotate(short_name(n), (ms, top1), fontsize=6, xytext=(3, -8), textcoords="offset points")
     ax.set(xscale="log", xlabel="measured latency (ms, log scale)", ylabel="ImageNet-1k top-1 (%, reported)",
            title=title)
+    _plain_ticks(ax, "x")
+    ax.tick_params(axis="x", which="minor", labelsize=6)
     ax.title.set_fontsize(8)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
@@ -86,6 +106,9 @@ def line_chart(panels: dict[str, dict[str, list[tuple[float, float]]]], path: st
         for i, (label, points) in enumerate(curves.items()):
             ax.plot([p[0] for p in points], [p[1] for p in points], marker=MARKERS[i % len(MARKERS)], label=label)
         ax.set(xlabel=xlabel, ylabel=ylabel, title=name, yscale="log" if logy else "linear")
+        if logy:
+            _plain_ticks(ax, "y")
+            ax.tick_params(axis="y", which="minor", labelsize=6)
         ax.title.set_fontsize(9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)

@@ -1,10 +1,12 @@
 """`optimize(model)`: the fastest float32 CPU inference path the library gives, as one call.
 
-The winner on this project's CPU (BENCHMARKS.md) is onnxruntime on the package's own ONNX export (BatchNorm folded,
-static image size): its graph optimiser fuses conv + bias + activation and runs convolutions in a blocked channel
-layout, which eager PyTorch cannot do. The result is an `nn.Module` taking the same NCHW float32 input and giving
-the same outputs as `model` (within 1e-4). `backend="inductor"` (torch.compile with weight freezing) and
-`backend="eager"` (BatchNorm folded, channels-last) are the pure-PyTorch alternatives.
+The winner on this project's CPU (benchmarks/fast_paths.py, BENCHMARKS.md) is onnxruntime on the package's own ONNX
+export (BatchNorm folded, one image size, any batch): its graph optimiser runs the convolutions in a blocked channel
+layout with bias and residual adds fused, SiLU as one kernel, and LayerNorm / attention scaling fused, in a few
+seconds of set-up. `backend="inductor"` (torch.compile with weight freezing: conv + SiLU fused by oneDNN) comes
+close but compiles for a minute on two cores; `backend="eager"` (BatchNorm folded, channels-last) is the plain
+PyTorch path. The result is an `nn.Module` taking the NCHW float32 input of `model` and giving its outputs (within
+1e-4).
 """
 from __future__ import annotations
 

@@ -1,12 +1,14 @@
 """PT2E INT8 for ExecuTorch: the XNNPACK quantizer on the edge-friendly graph, post-training or quantization-aware.
 
-Weights int8 symmetric per output channel, activations int8 (symmetric, per tensor, histogram-observed), exactly what
+Weights int8 symmetric per output channel, activations int8 (per tensor, min/max-observed), exactly what
 XNNPACK's QS8 kernels take. The graph is `edge_graph.edge_friendly(model)`: one XNNPACK partition instead of 50. The
 quantizer annotates convs, linears, adds, muls and concats; sigmoid (SiLU), bmm and softmax have FP32-only XNNPACK
 kernels, so the attention core and SiLU run in float inside the delegate (measured: docs/export.md).
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import warnings
 from collections.abc import Iterable
@@ -23,9 +25,32 @@ METADATA_METHOD = "mobilevitv3_metadata"   # a constant method of the program: t
 
 
 def _quantizer(*, qat: bool):
+    """XNNPACK's symmetric per-channel config; post-training with min/max activation observers (its default
+    histogram observers cost ~3 s per 64x64 image on this CPU for no measured accuracy gain, docs/export.md)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer, get_symmetric_quantization_config)
-    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=qat))
+    from torchao.quantization.pt2e import MinMaxObserver
+    config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
+    if not qat:
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    return XNNPACKQuantizer().set_global(config).set_filter_function(_quantizable)
+
+
+FLOAT_MODULES = ("MeanLayerNorm", "MeanGroupNorm", "BmmAttention", "GridLinearAttention")
+
+
+def _quantizable(node: torch.fx.Node) -> bool:
+    """Ops written directly in the norms and the attention core stay float (their projections, child modules, are
+    quantized): a quantized variance or softmax-weighted sum costs accuracy, and under QAT the fake-quantized
+    variance turned eval-mode outputs into NaN."""
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return True
+    _, kind = list(stack.values())[-1]
+    name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    return not name.endswith(FLOAT_MODULES)
 
 
 def _captured(model: nn.Module, example: Tensor) -> torch.fx.GraphModule:
@@ -46,21 +71,64 @@ def calibrated_int8(model: nn.Module, calibration: Iterable[Tensor], example: Te
 
 
 def prepare_qat(model: nn.Module, example: Tensor) -> torch.fx.GraphModule:
-    """Quantization-aware training: the edge-friendly graph with fake quantization (BatchNorm kept and folded into
-    the fake-quantized conv weights during training, as PT2E's QAT patterns do). Train it like the float model;
-    `convert_qat` then gives the Q/DQ graph without any calibration."""
+    """Quantization-aware training: the edge-friendly graph with fake quantization (BatchNorm kept, folded into the
+    fake-quantized conv weights by PT2E's QAT patterns), any batch size at the example's image size. Train it like
+    the float model; `convert_qat` then gives the Q/DQ graph without any calibration."""
+    from torch.export import Dim
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     friendly = edge_friendly(model).train()
+    example = example.expand(max(2, len(example)), *example.shape[1:]).contiguous()  # a batch of 1 specialises
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        captured = torch.export.export(friendly, (example,), strict=False).module()
+        captured = torch.export.export(friendly, (example,), dynamic_shapes=({0: Dim("batch", max=1024)},),
+                                       strict=False).module()
     return prepare_qat_pt2e(captured, _quantizer(qat=True))
 
 
 def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
-    return convert_pt2e(move_exported_model_to_eval(prepared))
+    return convert_pt2e(move_exported_model_to_eval(copy.deepcopy(prepared)))
+
+
+class QATModel(nn.Module):
+    """A model under quantization-aware training, for the trainer: the fake-quant graph in `graph`, the float
+    model's identity, and its task methods (SSD priors, loss, decoding: they use no weights) borrowed from it."""
+
+    def __init__(self, model: nn.Module, image_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.identity, self.num_classes = model.identity, model.num_classes
+        self.build_kwargs = dict(getattr(model, "build_kwargs", {}))
+        self.image_size = tuple(image_size)
+        self.graph = prepare_qat(model, torch.rand(2, 3, *self.image_size))
+        self._float = [model]   # a list: not a submodule, so its parameters are not trained or saved twice
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    @property
+    def task(self) -> str:
+        return self.identity.task
+
+    def forward(self, x: Tensor):
+        if tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(f"a QAT graph runs at its capture size {self.image_size}, got {tuple(x.shape[-2:])}")
+        return self.graph(x)
+
+    def train(self, mode: bool = True) -> "QATModel":
+        from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+        self.training = mode   # not nn.Module.train: an exported graph switches through torchao only
+        (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)
+        return self
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name in ("anchors", "loss", "postprocess", "cfg", "head_cfg"):
+                return getattr(self.__dict__["_float"][0], name)
+            raise
 
 
 def write_pte(graph: nn.Module, example: Tensor, path: Path, metadata: dict[str, str]) -> str:

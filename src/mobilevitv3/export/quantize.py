@@ -45,16 +45,20 @@ FLOAT_OPS = {"LayerNormalization", "InstanceNormalization", "BatchNormalization"
 
 
 def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration: Sequence[Tensor],
-             image_size: int | tuple[int, int] | None = None, method: str = "minmax", verify: bool = True) -> dict:
+             image_size: int | tuple[int, int] | None = None, method: str = "minmax", verify: bool = True,
+             metadata: dict[str, str] | None = None) -> dict:
     """Quantize `model` (any `create_model` result) to an INT8 `fmt` file at `out`; returns a JSON-able report.
 
     `calibration`: preprocessed images [3, H, W] (the model's evaluation transform); at least `MIN_CALIBRATION`.
     `image_size`: the graph's input size (default: the calibration images' size; images of another size are resized
     for calibration). `method` (ONNX): minmax, percentile or entropy. The report gives the logit SNR (dB) of the
-    INT8 file against the float model on the first calibration images."""
+    INT8 file against the float model on the first calibration images. `metadata`: extra string entries for the
+    file (the command stores the evaluation settings the calibration images were read with)."""
     _check_format(fmt)
     if method not in METHODS:
         raise UserError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
+    if fmt == "executorch" and method != "minmax":
+        raise UserError(f"--method {method} is for ONNX; ExecuTorch INT8 calibrates with min/max observers")
     images = _calibration_batch(calibration, image_size)
     size = tuple(images.shape[-2:])
     path = _output_path(out, FORMATS[fmt])
@@ -64,7 +68,7 @@ def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration:
     with _staged(path) as tmp:
         try:
             run, exporter, runtime = (_onnx_int8 if fmt == "onnx" else _executorch_int8)(
-                reference, tmp, images, method)
+                reference, tmp, images, method, dict(metadata or {}))
         except (UserError, OSError):
             raise
         except Exception as e:  # quantizer / lowering internals: one line for the CLI, the chain for --verbose
@@ -75,7 +79,7 @@ def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration:
                               f"(< {MIN_SNR_DB} dB): calibrate with images of the model's own data")
     report = {"model": model.identity.name, "task": model.identity.task, "format": fmt, "path": str(path),
               "bytes": path.stat().st_size, "image_size": list(size), "precision": "int8",
-              "calibration_images": len(images), "calibration_method": method if fmt == "onnx" else "histogram",
+              "calibration_images": len(images), "calibration_method": method if fmt == "onnx" else "minmax",
               "exporter": exporter, "runtime": runtime, "logit_snr_db": [round(s, 2) for s in snr],
               "checked_images": len(expected)}
     log.info("quantized %s to %s (%s, logit SNR %s dB)", report["model"], path, exporter, report["logit_snr_db"])
@@ -159,7 +163,7 @@ class _Reader:
         self._next = 0
 
 
-def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str):
+def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra: dict[str, str]):
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
@@ -185,7 +189,7 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str):
         meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     proto = onnx.load(str(path))
     meta |= {"precision": "int8", "quantization": f"onnxruntime {package_version('onnxruntime')} quantize_static "
-             f"QDQ u8s8 per-channel, {method}, {len(images)} calibration images, attention core float"}
+             f"QDQ u8s8 per-channel, {method}, {len(images)} calibration images, attention core float"} | extra
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
@@ -197,16 +201,14 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str):
 
 # ---- ExecuTorch ---------------------------------------------------------------------------------------------------
 
-def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str):
+def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra: dict[str, str]):
     from executorch.runtime import Runtime
     from .pt2e import calibrated_int8, write_pte
-    if method != "minmax":
-        log.info("ExecuTorch INT8 uses the XNNPACK quantizer's histogram observers; --method %s is ONNX-only", method)
     example = images[:1]
     graph = calibrated_int8(model, (x[None] for x in images), example)
     meta = deploy_metadata(model, tuple(images.shape[-2:]), 0, torch.float32, False)
     meta |= {"precision": "int8", "quantization": f"PT2E XNNPACKQuantizer symmetric per-channel, {len(images)} "
-             f"calibration images"}
+             f"calibration images"} | extra
     exporter = write_pte(graph, example, path, meta)
     method_ = Runtime.get().load_program(str(path)).load_method("forward")
     return lambda x: list(method_.execute([x.contiguous()])), exporter, f"{package_version('executorch')} (XNNPACK)"

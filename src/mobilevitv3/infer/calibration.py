@@ -1,4 +1,5 @@
-"""Calibration images for INT8 quantization: N images of a data set, read exactly as `mobilevitv3 eval` reads them.
+"""Calibration images for INT8 quantization (N images of a data set, read exactly as `mobilevitv3 eval` reads them)
+and `quantize_from`, the library side of `mobilevitv3 quantize`.
 
 The images come from the validation split of DATA (`digits`, `scenes`, an ImageFolder, a VOC/ADE20K/COCO root)
 through the task's own evaluation transform, so the quantizer sees the model's preprocessing (channel order, resize,
@@ -7,18 +8,44 @@ evaluation apart, give `--calib` a different folder from the one `eval --data` r
 """
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..export.quantize import MIN_CALIBRATION
+from ..export.quantize import MIN_CALIBRATION, quantize
 from ..tasks import get_task
 
 log = logging.getLogger(__name__)
+EVAL_FIELDS = ("image_size", "eval_resize", "eval_crop", "interpolation", "channel_order", "task_options")
+
+
+def quantize_from(source: str, *, weights: str | None = None, calib: str, calib_images: int = 256, fmt: str,
+                  out: str, method: str = "minmax", num_classes: int | None = None,
+                  copy: Literal["model", "ema"] | None = None, image_size: int | None = None) -> dict:
+    """INT8 `fmt` file of a checkpoint (or NAME + weights, or a bare NAME: random weights) calibrated on
+    `calib_images` images of `calib`; the evaluation settings used travel in the file (`eval_config`)."""
+    from ..export.quantize import _check_format
+    from .run import is_file_argument, load_model
+    _check_format(fmt)          # a format or runtime package problem is reported before any model or data work
+    if weights is None and not is_file_argument(source):
+        from ..models import create_model
+        from ..train.config import TrainConfig
+        model = create_model(source, num_classes=num_classes).eval()
+        cfg = TrainConfig(model=source)
+    else:
+        model, cfg = load_model(source, weights, num_classes=num_classes, copy=copy)
+    if image_size is not None:
+        cfg = replace(cfg, image_size=image_size, eval_crop=image_size)
+    images = calibration_images(model, cfg, calib, calib_images)
+    settings = {k: getattr(cfg, k) for k in EVAL_FIELDS}
+    report = quantize(model, fmt, out, calibration=images, method=method,
+                      metadata={"eval_config": json.dumps(settings)})
+    return {**report, "calibration_data": calib}
 
 
 def calibration_images(model: nn.Module, cfg: Any, data: str, count: int, *, seed: int = 0) -> list[Tensor]:

@@ -24,6 +24,7 @@ from ..tasks import get_task
 from ..train.checkpoints import saved_config
 from ..train.config import TrainConfig, from_dict
 from ..weights import check_file
+from .runtime import is_runtime_file, runtime_model_and_config
 
 log = logging.getLogger(__name__)
 WEIGHT_SUFFIXES = (".pt", ".pth", ".pt2", ".bin", ".safetensors", ".ckpt")
@@ -44,6 +45,8 @@ def load_model(source: str, weights: str | None = None, *, device: torch.device 
     """An eval-mode model (identity with class names when known) and the config to preprocess for it.
     `source`: an architecture name (then `weights` is required) or one of our checkpoints (then `weights` is
     not given)."""
+    if is_runtime_file(source):   # an exported / quantized .onnx or .pte: runs in its own runtime
+        return runtime_model_and_config(source, weights=weights, num_classes=num_classes, copy=copy)
     if is_file_argument(source):
         if weights is not None:
             raise UserError(f"{source} is a checkpoint: give either a checkpoint or NAME --weights FILE, not both")

@@ -45,10 +45,18 @@ def dataset_kind(cfg: Any, model: nn.Module) -> str:
     return kind
 
 
-def masked_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
-    """Mean pixel cross-entropy over labelled pixels (0 when a batch has none, instead of NaN)."""
+def masked_cross_entropy(logits: Tensor, target: Tensor, *, balance: float = 0.0) -> Tensor:
+    """Mean pixel cross-entropy over labelled pixels (0 when a batch has none, instead of NaN). `balance` > 0
+    weights class c by (its share of the labelled pixels) ** -balance, scaled so that the mean weight of the
+    labelled pixels is 1: rare classes count more, the loss keeps its scale."""
     valid = (target >= 0) & (target < logits.shape[1])
-    loss = F.cross_entropy(logits.float(), target.masked_fill(~valid, -100), ignore_index=-100, reduction="sum")
+    weight = None
+    if balance > 0 and valid.any():
+        counts = torch.bincount(target[valid], minlength=logits.shape[1]).double()
+        per_class = (counts.clamp(min=1) / counts.sum()) ** -balance            # absent classes: never used
+        weight = (per_class * counts.sum() / (per_class * counts).sum()).float()
+    loss = F.cross_entropy(logits.float(), target.masked_fill(~valid, -100), weight=weight, ignore_index=-100,
+                           reduction="sum")
     return loss / valid.sum().clamp(min=1)
 
 
@@ -99,10 +107,10 @@ class Segmentation(Task):
             raise UserError("every image of a training batch was unreadable; check the data set")
         out = model(batch["images"])
         logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = masked_cross_entropy(logits, batch["masks"])
+        loss = masked_cross_entropy(logits, batch["masks"], balance=cfg.class_balance)
         stats = {"seg_loss": float(loss.detach()), "skipped_count": float(batch["skipped"])}
         if aux is not None:   # the v2-based models' training-only FCN head on layer4
-            aux_loss = masked_cross_entropy(aux, batch["masks"])
+            aux_loss = masked_cross_entropy(aux, batch["masks"], balance=cfg.class_balance)
             loss = loss + cfg.aux_loss_weight * aux_loss
             stats["aux_loss"] = float(aux_loss.detach())
         return loss, stats

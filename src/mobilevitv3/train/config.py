@@ -62,6 +62,9 @@ class TrainConfig:
     eps: float = 1e-8
     head_lr_multiplier: float = 1.0        # lr factor for head parameter groups (tasks that have a head)
     aux_loss_weight: float = 0.0           # auxiliary-head loss weight (segmentation)
+    # segmentation: weight each class by (its share of the batch's labelled pixels) ** -class_balance, normalised
+    # to a mean pixel weight of 1 (0: plain cross-entropy, the official recipes; 0.5: the digit scenes, 92% ground)
+    class_balance: float = 0.0
     grad_clip: float | None = None         # max gradient norm (None: no clipping)
     label_smoothing: float = 0.1
     # --- data and augmentation
@@ -124,6 +127,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "warmup_iterations": (0, math.inf, False, False), "warmup_init_lr": (0, math.inf, False, False),
     "weight_decay": (0, math.inf, False, False), "momentum": (0, 1, False, True), "eps": (0, 1, True, True),
     "head_lr_multiplier": (0, math.inf, True, False), "aux_loss_weight": (0, math.inf, False, False),
+    "class_balance": (0, 1, False, False),
     "grad_clip": (0, math.inf, True, False), "label_smoothing": (0, 1, False, True),
     "image_size": (MIN_SIZE, 4096, False, False), "eval_resize": (MIN_SIZE, 8192, False, False),
     "eval_crop": (MIN_SIZE, 4096, False, False), "hflip": (0, 1, False, False),

@@ -1,0 +1,29 @@
+"""`mobilevitv3 quantize CHECKPOINT|NAME [--weights W] --calib DATA [--calib-images N] --format onnx|executorch -o OUT`:
+post-training static INT8 (per-channel symmetric weights, activations calibrated on N images of DATA read through
+the model's own evaluation transform); the file is checked in its runtime (logit SNR against the float model) before
+it is kept. `eval`/`predict` take the written file in place of a checkpoint."""
+import argparse
+
+from .eval import add_model_arguments
+
+FORMAT_NAMES = ("onnx", "executorch")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_arguments(p)
+    p.add_argument("--calib", required=True, metavar="DATA",
+                   help="calibration data as for train: `digits`, `scenes`, an ImageFolder, a VOC/ADE20K/COCO root "
+                        "(its validation split is read, through the model's evaluation transform)")
+    p.add_argument("--calib-images", type=int, default=256, metavar="N", help="calibration images (default 256)")
+    p.add_argument("--format", required=True, metavar="FORMAT", help=f"one of {', '.join(FORMAT_NAMES)}")
+    p.add_argument("-o", "--output", required=True, help="output file (.onnx / .pte)")
+    p.add_argument("--method", default="minmax", help="ONNX activation calibration: minmax, percentile or entropy")
+    p.add_argument("--image-size", type=int, default=None, metavar="S",
+                   help="square evaluation (and graph) size; default: the checkpoint's or the tag's")
+
+
+def run(args: argparse.Namespace) -> dict:
+    from ..infer.calibration import quantize_from
+    return quantize_from(args.model, weights=args.weights, calib=args.calib, calib_images=args.calib_images,
+                         fmt=args.format, out=args.output, method=args.method, num_classes=args.num_classes,
+                         copy=args.copy, image_size=args.image_size)

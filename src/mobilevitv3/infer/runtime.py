@@ -1,0 +1,145 @@
+"""An exported or quantized file (`.onnx`, `.pte`) as a model, so `eval` and `predict` measure it like PyTorch.
+
+`load_runtime_model(path)` reads the metadata the file carries (our export and quantize write the model's identity
+into it), runs the graph in its own runtime (onnxruntime CPU, ExecuTorch XNNPACK) and borrows everything that is not
+the network from a weightless skeleton of the same architecture: class names, preprocessing and, for detection,
+the priors, decoding and NMS. A static-batch file runs a batch image by image; a fixed-size file refuses another
+size (one line naming the file's size) rather than resizing behind the metrics' back.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..models import Identity, create_model
+from ..train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+RUNTIME_SUFFIXES = (".onnx", ".pte")
+
+
+def is_runtime_file(source: str | Path) -> bool:
+    return Path(source).suffix in RUNTIME_SUFFIXES
+
+
+class RuntimeModel(nn.Module):
+    """forward(x [B, 3, H, W]) -> the file's outputs as torch tensors (a tensor, or a tuple for detection)."""
+
+    def __init__(self, path: Path, run: Callable[[Tensor], list[Tensor]], metadata: dict[str, str],
+                 skeleton: nn.Module, runtime: str) -> None:
+        super().__init__()
+        self.path, self._run, self.metadata, self.runtime = path, run, metadata, runtime
+        self.skeleton = skeleton                 # weightless: identity, anchors, postprocess, loss
+        self.identity, self.num_classes = skeleton.identity, skeleton.num_classes
+        self.input_size = tuple(json.loads(metadata.get("input_size", "null")) or ()) or None
+        self.static_batch = metadata.get("batch", "static") != "dynamic"
+        self.fixed_size = metadata.get("size_multiple", "static") == "static"
+
+    @property
+    def name(self) -> str:
+        return self.identity.name
+
+    @property
+    def task(self) -> str:
+        return self.identity.task
+
+    def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor | tuple[Tensor, ...]:
+        if self.fixed_size and self.input_size and tuple(x.shape[-2:]) != self.input_size:
+            raise UserError(f"{self.path.name} takes {self.input_size[0]}x{self.input_size[1]} images, got "
+                            f"{x.shape[-2]}x{x.shape[-1]}: quantize/export it at the size you evaluate at")
+        device, x = x.device, x.detach().cpu().float().contiguous()
+        chunks = [x[i:i + 1] for i in range(len(x))] if self.static_batch else [x]
+        outs = [torch.cat(parts).to(device) for parts in zip(*(self._run(c) for c in chunks))]
+        if self.task == "detection":
+            return tuple(outs)
+        logits = outs[0]
+        if size is not None and tuple(logits.shape[-2:]) != tuple(size):  # segmentation at the label size
+            align = getattr(getattr(self.skeleton, "head_cfg", None), "align_corners", False)
+            logits = F.interpolate(logits, tuple(size), mode="bilinear", align_corners=align)
+        return logits
+
+    # detection: the decoding lives in the model class, not in the graph
+    def anchors(self, height: int, width: int) -> Tensor:
+        return self.skeleton.anchors(height, width)
+
+    def postprocess(self, *args, **kwargs):
+        return self.skeleton.postprocess(*args, **kwargs)
+
+    def loss(self, *args, **kwargs):
+        return self.skeleton.loss(*args, **kwargs)
+
+
+def _onnx(path: Path, threads: int | None):
+    import onnx
+    from ..export.onnx import ort_session
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    session = ort_session(path, threads=threads)
+    name = session.get_inputs()[0].name
+    from ..export.job import package_version
+    return meta, lambda x: [torch.from_numpy(o) for o in session.run(None, {name: x.numpy()})], \
+        package_version("onnxruntime")
+
+
+def _pte(path: Path, threads: int | None):
+    from executorch.runtime import Runtime
+    from ..export.job import package_version
+    from ..export.pt2e import read_pte_metadata
+    if threads:
+        from executorch.extension.pybindings import portable_lib
+        portable_lib._unsafe_reset_threadpool(threads)   # XNNPACK's pool; the only knob the bindings offer
+    program = Runtime.get().load_program(str(path))
+    method = program.load_method("forward")
+    return read_pte_metadata(program), lambda x: list(method.execute([x])), \
+        f"{package_version('executorch')} (XNNPACK)"
+
+
+def load_runtime_model(path: str | Path, *, threads: int | None = None) -> RuntimeModel:
+    """A `.onnx` or `.pte` file written by this package's export or quantize, as an eval-mode model."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}")
+    if path.suffix not in RUNTIME_SUFFIXES:
+        raise UserError(f"{path}: not an exported model (expected {' or '.join(RUNTIME_SUFFIXES)})")
+    opener = _onnx if path.suffix == ".onnx" else _pte
+    module = "onnxruntime" if path.suffix == ".onnx" else "executorch"
+    try:
+        meta, run, runtime = opener(path, threads)
+    except ImportError:
+        raise UserError(f"running {path.name} needs the Python package {module}: pip install {module}") from None
+    except Exception as e:  # noqa: BLE001 -- a corrupt or foreign file: one line
+        raise UserError(f"cannot load {path}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from None
+    if "identity" not in meta:
+        raise UserError(f"{path} carries no mobilevitv3 metadata (not written by this package's export or "
+                        f"quantize), so its model and preprocessing are unknown")
+    record = json.loads(meta["identity"])
+    ident = Identity.from_dict(record)
+    skeleton = create_model(ident.arch + (f".{ident.tag}" if ident.tag else ""), num_classes=ident.num_classes,
+                            **record.get("build", {})).eval()
+    skeleton.identity = ident
+    log.info("running %s in %s (%s, %s)", path, runtime, ident.name, meta.get("precision", "float32"))
+    return RuntimeModel(path, run, meta, skeleton, runtime).eval()
+
+
+def runtime_model_and_config(path: str | Path, *, weights: str | None = None, num_classes: int | None = None,
+                             copy: str | None = None, threads: int | None = None) -> tuple[RuntimeModel, TrainConfig]:
+    """`load_runtime_model` plus the config `eval`/`predict` preprocess with: the evaluation settings stored in the
+    file by `quantize` (`eval_config`), else the defaults for the model's identity."""
+    given = [flag for flag, value in (("--weights", weights), ("--num-classes", num_classes), ("--ema", copy))
+             if value is not None]
+    if given:
+        raise UserError(f"{Path(path).name} is an exported model that carries its own weights and classes: give it "
+                        f"alone, without {', '.join(given)}")
+    model = load_runtime_model(path, threads=threads)
+    settings = json.loads(model.metadata.get("eval_config", "{}"))
+    cfg = replace(TrainConfig(model=model.identity.arch or model.name), **settings)
+    if model.identity.class_names:
+        cfg = replace(cfg, task_options={**cfg.task_options, "classes": list(model.identity.class_names)})
+    return model, cfg
