@@ -172,8 +172,9 @@ def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[object], object],
         else:
             _write_reference(model, spec, path)
         if spec.runtime != "executorch":
-            from ..export.onnx import ort_session
             import onnxruntime
+
+            from ..export.onnx import ort_session
             session = ort_session(path, threads=spec.threads)
             feed = session.get_inputs()[0].name
             return (lambda x: session.run(None, {feed: x})), f"onnxruntime {onnxruntime.__version__}"

@@ -11,9 +11,10 @@ FORMAT_NAMES = ("onnx", "executorch")
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
-    p.add_argument("--calib", required=True, metavar="DATA",
+    p.add_argument("--calib", default=None, metavar="DATA",
                    help="calibration data as for train: `digits`, `scenes`, an ImageFolder, a VOC/ADE20K/COCO root "
-                        "(its validation split is read, through the model's evaluation transform)")
+                        "(its validation split is read, through the model's evaluation transform); optional for a "
+                        "`train --qat` checkpoint (its trained ranges are used)")
     p.add_argument("--calib-images", type=int, default=256, metavar="N", help="calibration images (default 256)")
     p.add_argument("--format", required=True, metavar="FORMAT", help=f"one of {', '.join(FORMAT_NAMES)}")
     p.add_argument("-o", "--output", required=True, help="output file (.onnx / .pte)")

@@ -137,6 +137,38 @@ def _snr(run, images: Tensor, expected: list[list[Tensor]]) -> list[float]:
     return [10 * math.log10(s / n) if n > 0 else math.inf for s, n in zip(signal, noise)]
 
 
+def quantize_qat(model: nn.Module, out: str | os.PathLike, *, check_images: Sequence[Tensor] | None = None,
+                 metadata: dict[str, str] | None = None, verify: bool = True) -> dict:
+    """The INT8 ExecuTorch file of a quantization-aware-trained `pt2e.QATModel`: its fake-quant ranges are the
+    quantization (no calibration). Checked against the fake-quant graph itself on `check_images` (default: random
+    images at its size)."""
+    _check_format("executorch")
+    from executorch.runtime import Runtime
+    from .pt2e import convert_qat, write_pte
+    size = model.image_size
+    images = torch.rand(CHECK_IMAGES, 3, *size, generator=torch.Generator().manual_seed(0)) \
+        if check_images is None else _calibration_batch(check_images, size)[:CHECK_IMAGES]
+    path = _output_path(out, FORMATS["executorch"])
+    model.eval()
+    with torch.no_grad():
+        expected = [flatten(model(x[None])) for x in images]
+    with _staged(path) as tmp:
+        meta = deploy_metadata(model, size, 0, torch.float32, False) | dict(metadata or {})
+        meta |= {"precision": "int8", "quantization": "PT2E XNNPACKQuantizer, quantization-aware trained"}
+        try:
+            exporter = write_pte(convert_qat(model.graph), images[:1], tmp, meta)
+        except Exception as e:  # noqa: BLE001 -- lowering internals: one line
+            raise ExportError(f"INT8 executorch conversion of the QAT model failed: {_first_line(e)}") from e
+        method = Runtime.get().load_program(str(tmp)).load_method("forward")
+        snr = _snr(lambda x: list(method.execute([x.contiguous()])), images, expected)
+        if verify and not min(snr) >= MIN_SNR_DB:
+            raise ExportError(f"the INT8 file reproduces the QAT model at only {min(snr):.1f} dB logit SNR")
+    return {"model": model.identity.name, "task": model.identity.task, "format": "executorch", "path": str(path),
+            "bytes": path.stat().st_size, "image_size": list(size), "precision": "int8", "calibration_images": 0,
+            "calibration_method": "qat", "exporter": exporter, "runtime": f"{package_version('executorch')} (XNNPACK)",
+            "logit_snr_db": [round(v, 2) for v in snr], "checked_images": len(images)}
+
+
 # ---- ONNX ---------------------------------------------------------------------------------------------------------
 
 def attention_core_nodes(graph) -> list[str]:
@@ -214,4 +246,4 @@ def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str, 
     return lambda x: list(method_.execute([x.contiguous()])), exporter, f"{package_version('executorch')} (XNNPACK)"
 
 
-__all__ = ["INT8_FORMATS", "METHODS", "MIN_CALIBRATION", "attention_core_nodes", "quantize"]
+__all__ = ["INT8_FORMATS", "METHODS", "MIN_CALIBRATION", "attention_core_nodes", "quantize", "quantize_qat"]

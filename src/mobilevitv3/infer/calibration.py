@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 EVAL_FIELDS = ("image_size", "eval_resize", "eval_crop", "interpolation", "channel_order", "task_options")
 
 
-def quantize_from(source: str, *, weights: str | None = None, calib: str, calib_images: int = 256, fmt: str,
+def quantize_from(source: str, *, weights: str | None = None, calib: str | None, calib_images: int = 256, fmt: str,
                   out: str, method: str = "minmax", num_classes: int | None = None,
                   copy: Literal["model", "ema"] | None = None, image_size: int | None = None) -> dict:
     """INT8 `fmt` file of a checkpoint (or NAME + weights, or a bare NAME: random weights) calibrated on
@@ -32,6 +32,11 @@ def quantize_from(source: str, *, weights: str | None = None, calib: str, calib_
     from ..export.quantize import _check_format
     from .run import is_file_argument, load_model
     _check_format(fmt)          # a format or runtime package problem is reported before any model or data work
+    qat = _qat_config(source if weights is None else weights)
+    if qat is not None:
+        return _quantize_qat(weights or source, qat, fmt=fmt, out=out, calib=calib, copy=copy)
+    if calib is None:
+        raise UserError("--calib DATA is needed: post-training quantization calibrates on the model's own data")
     if weights is None and not is_file_argument(source):
         from ..models import create_model
         from ..train.config import TrainConfig
@@ -90,3 +95,38 @@ def _image_of(sample: Any) -> Tensor | None:
     if not isinstance(image, Tensor) or image.ndim != 3:
         raise UserError("the data set does not give [3, H, W] images for calibration")
     return image.float()
+
+
+def _qat_config(path: str) -> dict[str, Any] | None:
+    """The saved TrainConfig of a `train --qat` checkpoint, else None."""
+    from ..train.checkpoints import saved_config
+    from .runtime import is_runtime_file
+    if is_runtime_file(path):
+        return None
+    saved, _ = saved_config(path)
+    return saved if saved and saved.get("qat") else None
+
+
+def _quantize_qat(path: str, saved: dict[str, Any], *, fmt: str, out: str, calib: str | None,
+                  copy: Literal["model", "ema"] | None) -> dict:
+    """A QAT checkpoint -> its INT8 .pte, from the trained fake-quant ranges (no calibration)."""
+    from ..export.pt2e import QATModel
+    from ..export.quantize import quantize_qat
+    from ..models import Identity, create_model
+    from ..train.config import from_dict
+    from ..weights import read_weights
+    if fmt != "executorch":
+        raise UserError(f"{path} is a quantization-aware-trained checkpoint (PT2E fake quantization for XNNPACK): "
+                        f"quantize it with --format executorch; for {fmt}, quantize the float checkpoint")
+    file = read_weights(path, copy=copy)
+    ident = Identity.from_dict(file.identity)
+    cfg = from_dict(saved)
+    float_model = create_model(ident.arch + (f".{ident.tag}" if ident.tag else ""), num_classes=ident.num_classes,
+                               **file.identity.get("build", {}))
+    float_model.identity = ident
+    model = QATModel(float_model, (cfg.image_size, cfg.image_size))
+    model.load_state_dict(file.state)
+    check = calibration_images(float_model, cfg, calib, MIN_CALIBRATION) if calib else None
+    settings = {k: getattr(cfg, k) for k in EVAL_FIELDS}
+    report = quantize_qat(model, out, check_images=check, metadata={"eval_config": json.dumps(settings)})
+    return {**report, "calibration_data": None}

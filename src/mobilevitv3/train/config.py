@@ -39,6 +39,7 @@ class TrainConfig:
     num_classes: int | None = None         # None: from the data set
     weights: str | None = None             # start from these weights (a different num_classes resets the head)
     weights_copy: Literal["model", "ema"] = "model"   # which copy of a file holding both (our last.pt) to start from
+    qat: bool = False                      # quantization-aware training (PT2E fake quantization) from --weights
     model_kwargs: dict = field(default_factory=dict)   # to create_model (dropout, attn_dropout, ...)
     task_options: dict = field(default_factory=dict)   # free-form, read by the task (mask_fill, ...)
     # --- schedule. AdamW at the official peak lr 2e-3 with a 100-step warm-up passes 93% val top-1 by epoch 4 on
@@ -168,6 +169,9 @@ def check_ranges(cfg: "TrainConfig") -> None:
                         f"({cfg.sampler_max_size})")
     if cfg.min_lr > cfg.lr:
         raise UserError(f"min_lr ({cfg.min_lr:g}) must not exceed lr ({cfg.lr:g})")
+    if cfg.qat and (cfg.weights is None or cfg.sampler != "fixed"):
+        raise UserError("--qat fine-tunes a trained float model at one image size: give --weights FP32_CKPT and "
+                        "keep --sampler fixed")
     arch, _, tag = cfg.model.partition(".")
     if tag:
         get_tag(cfg.model)        # an unknown architecture or tag: one line naming the close matches

@@ -120,6 +120,9 @@ class Trainer:
         if self.classes and len(self.classes) == model.num_classes:
             model.identity = model.identity.with_classes(model.num_classes, self.classes)
         self.data_fingerprint = fingerprint(train_set, val_set)
+        if cfg.qat:   # fake-quantized PT2E graph (export/pt2e.py); `quantize` converts its checkpoint to INT8
+            from ..export.pt2e import QATModel
+            model = QATModel(model, (cfg.image_size, cfg.image_size))
         model.to(self.ctx.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
