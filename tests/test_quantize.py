@@ -78,7 +78,7 @@ def test_quantize_onnx_graph_is_int8_with_float_attention_core(digits_int8):
 
 def test_runtime_model_refuses_another_image_size(digits_int8):
     model = load_runtime_model(digits_int8)
-    assert model(torch.rand(3, 3, 32, 32)).shape == (3, 10)     # a batch through a dynamic-batch file
+    assert model(torch.rand(3, 3, 32, 32)).shape == (3, 10)     # a batch, image by image (static-batch file)
     with pytest.raises(UserError, match="takes 32x32 images"):
         model(torch.rand(1, 3, 64, 64))
 

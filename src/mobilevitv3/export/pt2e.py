@@ -141,14 +141,19 @@ def write_pte(graph: nn.Module, example: Tensor, path: Path, metadata: dict[str,
     exporter description."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    blob = torch.tensor(list(json.dumps(metadata).encode()), dtype=torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(graph, (example,), strict=False)
         lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
-                                              constant_methods={METADATA_METHOD: blob})
+                                              constant_methods=metadata_method(metadata))
         path.write_bytes(lowered.to_executorch().buffer)
     return f"{package_version('executorch')} (PT2E XNNPACKQuantizer, XNNPACK partitioner)"
+
+
+def metadata_method(metadata: dict[str, str]) -> dict[str, Tensor]:
+    """`constant_methods` for `to_edge_transform_and_lower`: the metadata JSON as a uint8 tensor (the ExecuTorch
+    Python runtime returns tensors from a constant method; a string constant comes back empty)."""
+    return {METADATA_METHOD: torch.tensor(list(json.dumps(metadata).encode()), dtype=torch.uint8)}
 
 
 def read_pte_metadata(program) -> dict[str, str]:
