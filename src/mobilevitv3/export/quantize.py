@@ -54,7 +54,7 @@ def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration:
     for calibration). `method` (ONNX): minmax, percentile or entropy. The report gives the logit SNR (dB) of the
     INT8 file against the float model on the first calibration images. `metadata`: extra string entries for the
     file (the command stores the evaluation settings the calibration images were read with)."""
-    _check_format(fmt)
+    check_format(fmt)
     if method not in METHODS:
         raise UserError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
     if fmt == "executorch" and method != "minmax":
@@ -86,7 +86,8 @@ def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration:
     return report
 
 
-def _check_format(fmt: str) -> None:
+def check_format(fmt: str) -> None:
+    """A format that can hold INT8 here, with its runtime packages installed; else a one-line UserError."""
     if fmt in NO_INT8:
         raise UserError(f"--format {fmt} cannot hold an INT8 model here: {NO_INT8[fmt]}; use "
                         f"{' or '.join(INT8_FORMATS)}")
@@ -142,7 +143,7 @@ def quantize_qat(model: nn.Module, out: str | os.PathLike, *, check_images: Sequ
     """The INT8 ExecuTorch file of a quantization-aware-trained `pt2e.QATModel`: its fake-quant ranges are the
     quantization (no calibration). Checked against the fake-quant graph itself on `check_images` (default: random
     images at its size)."""
-    _check_format("executorch")
+    check_format("executorch")
     from executorch.runtime import Runtime
     from .pt2e import convert_qat, write_pte
     size = model.image_size
@@ -248,4 +249,5 @@ def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str, 
     return lambda x: list(method_.execute([x.contiguous()])), exporter, f"{package_version('executorch')} (XNNPACK)"
 
 
-__all__ = ["INT8_FORMATS", "METHODS", "MIN_CALIBRATION", "attention_core_nodes", "quantize", "quantize_qat"]
+__all__ = ["INT8_FORMATS", "METHODS", "MIN_CALIBRATION", "attention_core_nodes", "check_format", "quantize",
+           "quantize_qat"]

@@ -29,9 +29,9 @@ def quantize_from(source: str, *, weights: str | None = None, calib: str | None,
                   copy: Literal["model", "ema"] | None = None, image_size: int | None = None) -> dict:
     """INT8 `fmt` file of a checkpoint (or NAME + weights, or a bare NAME: random weights) calibrated on
     `calib_images` images of `calib`; the evaluation settings used travel in the file (`eval_config`)."""
-    from ..export.quantize import _check_format
+    from ..export.quantize import check_format
     from .run import is_file_argument, load_model
-    _check_format(fmt)          # a format or runtime package problem is reported before any model or data work
+    check_format(fmt)          # a format or runtime package problem is reported before any model or data work
     qat = _qat_config(source if weights is None else weights)
     if qat is not None:
         return _quantize_qat(weights or source, qat, fmt=fmt, out=out, calib=calib, copy=copy)
