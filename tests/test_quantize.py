@@ -198,8 +198,9 @@ def test_quantize_wrong_task_calibration_data_is_one_line(digits_run, tmp_path, 
             for k in range(5):
                 Image.new("RGB", (40, 40), (40 * k, 0, 0)).save(folder / split / c / f"{k}.png")
     out = tmp_path / "m.onnx"
+    # the model's classes (0..9, from its checkpoint) are not the folder's: refused before any calibration
     _fails(["quantize", str(digits_run), "--calib", str(folder), "--format", "onnx", "-o", str(out)], out, capsys,
-           "has 2 classes but")
+           "class folder(s) not in the training classes: a, b")
 
 
 def test_quantize_missing_runtime_package_names_it(monkeypatch, tmp_path, capsys):

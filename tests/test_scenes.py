@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,7 +147,7 @@ def test_dense_train_defaults_to_scenes_then_eval_and_predict(tmp_path, capsys, 
     (record,) = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert record["train_loss"] > 0 and record["val_images"] == 3
     ev = _run(capsys, ["eval", str(out / "best.pt"), "--data", "scenes", "--workers", "0"])
-    best = max(record[f"val_{metric}"], record[f"ema_val_{metric}"])   # best.pt holds the better copy
+    best = max(record[f"val_{metric}"], record.get(f"ema_val_{metric}", -1))   # best.pt: the better copy
     assert ev[metric] == pytest.approx(best) and ev["images"] == 3     # the same val scenes, the same protocol
     from PIL import Image
     image = tmp_path / "scene.png"
@@ -155,6 +156,19 @@ def test_dense_train_defaults_to_scenes_then_eval_and_predict(tmp_path, capsys, 
     assert pred["size"] == [64, 64]
     names = [c["name"] for c in pred.get("classes", [])] + [d["name"] for d in pred.get("detections", [])]
     assert set(names) <= set(SCENE_CLASSES)                              # the scene class names travel
+    twins = [tmp_path / d / "scene.png" for d in ("a", "b")]             # two inputs with one file name
+    for k, path in enumerate(twins):
+        path.parent.mkdir()
+        Image.fromarray(make_scene(SceneSpec(size=64, scale=(16, 32)), "val", k).image).save(path)
+    preds = _run(capsys, ["predict", str(out / "best.pt"), *map(str, twins), "--out", str(tmp_path / "drawn")])
+    assert [Path(p["overlay"]).name for p in preds] == ["scene.png", "scene-1.png"]
+    assert all(Image.open(p["overlay"]).size == (64, 64) for p in preds)
+
+
+def test_predict_overlay_names_never_collide(tmp_path):
+    from mobilevitv3.infer.run import _overlay_paths
+    names = [p.name for p in _overlay_paths(str(tmp_path), ["a/x.png", "b/x.jpg", "c/x-1.png", "y.png"])]
+    assert names == ["x.png", "x-1.png", "x-1-1.png", "y.png"] and len(set(names)) == 4
 
 
 def test_masked_cross_entropy_balance_weights_rare_classes():

@@ -97,13 +97,15 @@ def _overlay_paths(out: str, images: list[str]) -> list[Path]:
         Path(out).mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create output folder {out}: {e.strerror or e}") from None
-    seen: dict[str, int] = {}
+    taken: set[str] = set()         # names given so far: `x`, `x` and `x-1` become x.png, x-1.png, x-1-1.png
     paths = []
     for image in images:
-        stem = Path(image).stem
-        n = seen.get(stem, 0)
-        seen[stem] = n + 1
-        paths.append(Path(out) / (f"{stem}.png" if n == 0 else f"{stem}-{n}.png"))
+        name, n = Path(image).stem, 0
+        while name in taken:
+            n += 1
+            name = f"{Path(image).stem}-{n}"
+        taken.add(name)
+        paths.append(Path(out) / f"{name}.png")
     return paths
 
 
