@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import fuse
+from ..models.identity import Identified
 from .edge_graph import edge_friendly
 from .job import package_version
 
@@ -96,7 +97,7 @@ def convert_qat(prepared: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return convert_pt2e(move_exported_model_to_eval(copy.deepcopy(prepared)))
 
 
-class QATModel(nn.Module):
+class QATModel(Identified, nn.Module):
     """A model under quantization-aware training, for the trainer: the fake-quant graph in `graph`, the float
     model's identity, and its task methods (SSD priors, loss, decoding: they use no weights) borrowed from it."""
 
@@ -107,14 +108,6 @@ class QATModel(nn.Module):
         self.image_size = tuple(image_size)
         self.graph = prepare_qat(model, torch.rand(2, 3, *self.image_size))
         self._float = [model]   # a list: not a submodule, so its parameters are not trained or saved twice
-
-    @property
-    def name(self) -> str:
-        return self.identity.name
-
-    @property
-    def task(self) -> str:
-        return self.identity.task
 
     def forward(self, x: Tensor):
         if tuple(x.shape[-2:]) != self.image_size:

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..models import Identity, create_model
+from ..models.identity import Identified
 from ..train.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ def is_runtime_file(source: str | Path) -> bool:
     return Path(source).suffix in RUNTIME_SUFFIXES
 
 
-class RuntimeModel(nn.Module):
+class RuntimeModel(Identified, nn.Module):
     """forward(x [B, 3, H, W]) -> the file's outputs as torch tensors (a tensor, or a tuple for detection)."""
 
     def __init__(self, path: Path, run: Callable[[Tensor], list[Tensor]], metadata: dict[str, str],
@@ -42,14 +43,6 @@ class RuntimeModel(nn.Module):
         self.input_size = tuple(json.loads(metadata.get("input_size", "null")) or ()) or None
         self.static_batch = metadata.get("batch", "static") != "dynamic"
         self.fixed_size = metadata.get("size_multiple", "static") == "static"
-
-    @property
-    def name(self) -> str:
-        return self.identity.name
-
-    @property
-    def task(self) -> str:
-        return self.identity.task
 
     def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor | tuple[Tensor, ...]:
         if self.fixed_size and self.input_size and tuple(x.shape[-2:]) != self.input_size:
