@@ -1,7 +1,8 @@
 """INT8 against float32, measured (issue 11): accuracy on digits, logit SNR on fixture weights, CPU latency.
 
     python benchmarks/quantization.py [--runs XXS_RUN 050_RUN] [--rounds 5] [--iters 30] [--threads 2]
-        [--models mobilevitv3_xxs mobilevitv3_050 mobilevitv3_s] [--no-executorch] [--out benchmarks/quantization]
+        [--models mobilevitv3_xxs mobilevitv3_050 mobilevitv3_s] [--no-executorch] [--no-accuracy] [--no-speed]
+        [--out benchmarks/quantization]
 
 - Accuracy: digits classifiers v3-XXS and v3-0.5 (trained here with the digits main job, 12 epochs, unless run
   folders are given), fp32 vs INT8 top-1 on the digits val split with the user's own commands (`quantize` with 256
@@ -207,6 +208,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-executorch", dest="executorch", action="store_false")
     p.add_argument("--no-accuracy", dest="accuracy", action="store_false")
+    p.add_argument("--no-speed", dest="speed", action="store_false")
     p.add_argument("--out", type=Path, default=HERE / "quantization")
     args = p.parse_args()
     if args.time:
@@ -220,7 +222,7 @@ def main() -> None:
             for name, run in zip(("mobilevitv3_xxs", "mobilevitv3_050"), args.runs or (None, None)):
                 report["accuracy"][name] = digits_accuracy(name, run, tmp, args.executorch)
                 print(name, report["accuracy"][name], file=sys.stderr, flush=True)
-        for name in args.models:
+        for name in args.models if args.speed else []:
             files, snr = build_files(name, tmp, args.executorch)
             report["speed"][name] = {"snr_db": snr, "latency": timed_rounds(files, args.threads, args.iters,
                                                                            args.rounds),

@@ -168,7 +168,7 @@ def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[object], object],
         elif spec.impl == "ours":
             from ..export import export
             export(model, spec.runtime if spec.runtime != "onnxruntime" else "onnx", path,
-                   image_size=spec.image_size, dynamic_batch=True)
+                   image_size=spec.image_size, **_batch(spec))
         else:
             _write_reference(model, spec, path)
         if spec.runtime != "executorch":
@@ -185,13 +185,22 @@ def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[object], object],
         return (lambda x: method.execute([x])), "executorch (XNNPACK)"
 
 
+def _batch(spec: Spec) -> dict:
+    """ONNX graphs take any batch; an XNNPACK program is exported for the first batch size (timm's model does not
+    keep a symbolic batch through XNNPACK's delegate), on both sides alike."""
+    if spec.runtime == "executorch":
+        return {"dynamic_batch": False, "batch_size": spec.batch_sizes[0]}
+    return {"dynamic_batch": True}
+
+
 def _write_reference(model: nn.Module, spec: Spec, path: str) -> None:
     from pathlib import Path
 
     from ..export.job import Job
-    example = torch.rand(2, 3, spec.image_size, spec.image_size)
+    dynamic = _batch(spec)["dynamic_batch"]
+    example = torch.rand(2 if dynamic else spec.batch_sizes[0], 3, spec.image_size, spec.image_size)
     job = Job(model=model.requires_grad_(False), example=example, input_name="image", output_names=["logits"],
-              dynamic_batch=True, size_multiple=0, max_batch=1024, max_size=4096,
+              dynamic_batch=dynamic, size_multiple=0, max_batch=1024, max_size=4096,
               metadata={"model": f"timm {timm_name(spec.name)}", "producer": "timm"})
     if spec.runtime == "onnxruntime":
         from ..export.onnx import write_onnx

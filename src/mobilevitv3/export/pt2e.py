@@ -46,14 +46,16 @@ FLOAT_MODULES = ("MeanLayerNorm", "MeanGroupNorm", "BmmAttention", "GridLinearAt
 
 
 def _quantizable(node: torch.fx.Node) -> bool:
-    """Ops written directly in the norms and the attention core stay float (their projections, child modules, are
-    quantized): a quantized variance or softmax-weighted sum costs accuracy, and under QAT the fake-quantized
+    """The stem (most sensitive, see quantize.float_nodes) and the ops written directly in the norms and the
+    attention core stay float (their projections, child modules, are quantized): a quantized variance or softmax-weighted sum costs accuracy, and under QAT the fake-quantized
     variance turned eval-mode outputs into NaN. `cat` stays float too: XNNPACK's annotation gives a concat's inputs
     the output's scale, and the v3 fusion concatenates the local features with a global branch of a far larger
     range (untrained: 0.0006 vs 4.5), which rounded the local features to one value."""
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return True
+    if any("stem" in path.split(".") for path, _ in stack.values()):   # the stem: as in the ONNX recipe
+        return False
     _, kind = list(stack.values())[-1]
     name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
     return not name.endswith(FLOAT_MODULES)

@@ -3,8 +3,9 @@
 ONNX: the package's one ONNX export (BatchNorm folded), then onnxruntime.quantization's `quant_pre_process` and
 `quantize_static` in QDQ form: weights int8 symmetric per output channel, activations uint8 asymmetric (onnxruntime's
 x86 int8 kernels are u8s8; an s8 activation leaves most convs in float there), MinMax calibration by default. The
-attention core (q/k scaling, QK^T, softmax, AV; in v2 the separable attention between its two 1x1 projections)
-stays float: QLinearSoftmax is ~8x slower than the float softmax and int8 matmuls with 16-wide heads are no faster.
+stem and the attention core (q/k scaling, QK^T, softmax, AV; in v2 the separable attention between its two 1x1
+projections) stay float: QLinearSoftmax is ~8x slower than the float softmax, int8 matmuls with 16-wide heads are no
+faster, and the stem is the most sensitive layer.
 ExecuTorch: PT2E with the XNNPACK quantizer (`pt2e.py`). Every choice is measured in docs/export.md.
 Like `export`, the file is staged, run in its own runtime and compared with the float model (logit SNR) before it
 is renamed into place; bad input is a `UserError` raised before anything is written.
@@ -172,11 +173,13 @@ def quantize_qat(model: nn.Module, out: str | os.PathLike, *, check_images: Sequ
 
 # ---- ONNX ---------------------------------------------------------------------------------------------------------
 
-def attention_core_nodes(graph) -> list[str]:
-    """Names of the ONNX nodes between each attention's input and output projections (kept float). The TorchScript
-    exporter names nodes by module scope: `.../attn/<op>`, the projections `.../attn/qkv_proj/...`."""
-    return [n.name for n in graph.node if "/attn/" in n.name
-            and "/qkv_proj/" not in n.name and "/out_proj/" not in n.name]
+def float_nodes(graph) -> list[str]:
+    """Names of the ONNX nodes kept float: the stem (3-channel conv + SiLU: alone it costs 5 dB of logit SNR in int8,
+    and onnxruntime's int8 conv is 2.5x slower than its fp32 one at 3 input channels) and each attention's core,
+    between its input and output projections. The TorchScript exporter names nodes by module scope:
+    `.../stem/...`, `.../attn/<op>`, the projections `.../attn/qkv_proj/...`."""
+    return [n.name for n in graph.node if "/stem/" in n.name or (
+        "/attn/" in n.name and "/qkv_proj/" not in n.name and "/out_proj/" not in n.name)]
 
 
 class _Reader:
@@ -210,7 +213,7 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
         export(model, "onnx", fp32, image_size=tuple(images.shape[-2:]), fuse=True)
         quant_pre_process(str(fp32), str(pre))
         graph = onnx.load(str(pre)).graph
-        excluded = attention_core_nodes(graph)
+        excluded = float_nodes(graph)
         softmax = [n.name for n in graph.node if n.op_type == "Softmax" and n.name not in excluded]
         if softmax:   # a graph named differently: keep at least the softmax float
             log.warning("attention nodes not found by name; keeping %d Softmax nodes float", len(softmax))
@@ -224,7 +227,7 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
         meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     proto = onnx.load(str(path))
     meta |= {"precision": "int8", "quantization": f"onnxruntime {package_version('onnxruntime')} quantize_static "
-             f"QDQ u8s8 per-channel, {method}, {len(images)} calibration images, attention core float"} | extra
+             f"QDQ u8s8 per-channel, {method}, {len(images)} calibration images, stem and attention core float"} | extra
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
@@ -249,5 +252,5 @@ def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str, 
     return lambda x: list(method_.execute([x.contiguous()])), exporter, f"{package_version('executorch')} (XNNPACK)"
 
 
-__all__ = ["INT8_FORMATS", "METHODS", "MIN_CALIBRATION", "attention_core_nodes", "check_format", "quantize",
+__all__ = ["INT8_FORMATS", "METHODS", "MIN_CALIBRATION", "float_nodes", "check_format", "quantize",
            "quantize_qat"]
