@@ -2,11 +2,13 @@
 
     python benchmarks/quantization.py [--runs XXS_RUN 050_RUN] [--rounds 5] [--iters 30] [--threads 2]
         [--models mobilevitv3_xxs mobilevitv3_050 mobilevitv3_s] [--no-executorch] [--no-accuracy] [--no-speed]
-        [--out benchmarks/quantization]
+        [--dense SEG_CKPT DET_CKPT] [--out benchmarks/quantization]
 
 - Accuracy: digits classifiers v3-XXS and v3-0.5 (trained here with the digits main job, 12 epochs, unless run
   folders are given), fp32 vs INT8 top-1 on the digits val split with the user's own commands (`quantize` with 256
   calibration images of `digits`, then `eval` on the file), in onnxruntime and in the ExecuTorch runtime.
+- Dense: `--dense` checkpoints of a segmenter and a detector trained on the embedded digit scenes
+  (`scripts/scenes.sh`), mIoU / COCO mAP on the scenes' val split, fp32 against INT8 (64 calibration scenes).
 - SNR: each model with the deterministic fixture weights of tests/official.py (untrained, official layout), INT8 vs
   fp32 logits on 16 held-out random images, after calibrating on 32 other random images (256x256).
 - Latency: those files, batch 1, 256x256, `--threads` threads, each file timed in its own process (median of
@@ -151,6 +153,23 @@ def digits_accuracy(name: str, run: Path | None, tmp: Path, executorch: bool) ->
     return row
 
 
+def dense_accuracy(checkpoint: Path, tmp: Path, executorch: bool, calib_images: int) -> dict:
+    """A segmenter's mIoU or a detector's COCO mAP on the embedded scenes' val split, fp32 (PyTorch) against the
+    INT8 files, each through the user's commands (`eval CKPT --data scenes`, `quantize --calib scenes`)."""
+    fp32 = cli_json("eval", str(checkpoint), "--data", "scenes", "--workers", "0")
+    key = "miou" if "miou" in fp32 else "map"
+    row = {"metric": key, "fp32": fp32[key]}
+    for fmt, rt, suffix in (("onnx", "ort", "onnx"), ("executorch", "et", "pte")):
+        if fmt == "executorch" and not executorch:
+            continue
+        out = tmp / f"{checkpoint.parent.name}.int8.{suffix}"
+        report = cli_json("quantize", str(checkpoint), "--calib", "scenes", "--calib-images", str(calib_images),
+                          "--format", fmt, "-o", str(out))
+        row[f"{rt}_int8"] = cli_json("eval", str(out), "--data", "scenes", "--workers", "0")[key]
+        row[f"{rt}_snr_db"] = report["logit_snr_db"][0]
+    return row
+
+
 # ---- report -------------------------------------------------------------------------------------------------------
 def markdown(report: dict) -> str:
     env = report["environment"]
@@ -162,6 +181,14 @@ def markdown(report: dict) -> str:
     for name, row in report["accuracy"].items():
         cells = [row.get(k) for k in ("fp32", "ort_int8", "ort_snr_db", "et_fp32", "et_int8", "et_snr_db")]
         lines.append(f"| {name} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    if report.get("dense"):
+        lines += ["", "Digit scenes val split (the `scenes` data set), fp32 -> INT8:", "",
+                  "| model | metric | fp32 (PyTorch) | ORT INT8 | ORT SNR dB | ExecuTorch INT8 | ET SNR dB |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for name, row in report["dense"].items():
+            cells = [row.get(k) for k in ("fp32", "ort_int8", "ort_snr_db", "et_int8", "et_snr_db")]
+            lines.append(f"| {name} | {row['metric']} | " + " | ".join("-" if c is None else f"{c:.4g}" for c in cells)
+                         + " |")
     for key, title in (("latency", f"{env['threads']}-thread wall ms"), ("cpu_ms", "1-thread CPU ms")):
         lines += speed_table(report, key, title)
     return "\n".join(lines) + "\n"
@@ -206,6 +233,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--iters", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--dense", nargs="+", type=Path, default=[], metavar="CKPT",
+                   help="segmentation / detection checkpoints trained on the scenes (scripts/scenes.sh)")
+    p.add_argument("--dense-calib-images", type=int, default=64)
     p.add_argument("--no-executorch", dest="executorch", action="store_false")
     p.add_argument("--no-accuracy", dest="accuracy", action="store_false")
     p.add_argument("--no-speed", dest="speed", action="store_false")
@@ -222,6 +252,10 @@ def main() -> None:
             for name, run in zip(("mobilevitv3_xxs", "mobilevitv3_050"), args.runs or (None, None)):
                 report["accuracy"][name] = digits_accuracy(name, run, tmp, args.executorch)
                 print(name, report["accuracy"][name], file=sys.stderr, flush=True)
+        for ckpt in args.dense:
+            report.setdefault("dense", {})[str(ckpt)] = dense_accuracy(ckpt, tmp, args.executorch,
+                                                                       args.dense_calib_images)
+            print(ckpt, report["dense"][str(ckpt)], file=sys.stderr, flush=True)
         for name in args.models if args.speed else []:
             files, snr = build_files(name, tmp, args.executorch)
             report["speed"][name] = {"snr_db": snr, "latency": timed_rounds(files, args.threads, args.iters,

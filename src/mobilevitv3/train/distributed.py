@@ -2,12 +2,17 @@
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK / LOCAL_WORLD_SIZE; we use nccl on CUDA and gloo on CPU. Each process
 gets `cores / local world size` threads (torchrun would otherwise leave 1); a single process takes every core that
-other processes leave idle right now (`default_threads`), unless `threads` is set.
+other processes leave idle right now (`default_threads`), unless `threads` is set. On CPU the process also keeps
+freed memory for reuse (`keep_freed_memory`). Both are process-wide policies of the training launcher, set when a run
+starts, never on import.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -87,10 +92,33 @@ def setup(device: str = "auto", threads: int | None = None) -> Dist:
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     torch.set_num_threads(threads or default_threads(local_world))
+    if dev.type == "cpu":
+        keep_freed_memory()
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
         log.info("rank %d/%d on %s, %d threads", rank, world, dev, torch.get_num_threads())
     return Dist(rank, world, local_rank, local_world, dev)
+
+
+def keep_freed_memory(limit: int = 1 << 30) -> bool:
+    """Make glibc keep freed blocks up to `limit` bytes in the heap instead of returning them to the system.
+
+    By default glibc serves a block above its mmap threshold (128 KiB, rising to at most 32 MiB as blocks are
+    freed) with a fresh mmap and unmaps it on free, so each training step's activations arrive as new zeroed
+    pages: ~800 page faults per forward of v3-XXS at 256x256, and 1.2x the CPU training step time of the digits
+    main job (BENCHMARKS.md). PyTorch has no caching allocator on CPU and the official trainer ran on GPUs, so this
+    is ours to set. The heap then stays at the run's peak, which the next step needs again anyway. glibc only
+    (mallopt); False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        ok = bool(libc.mallopt(m_mmap_threshold, limit)) and bool(libc.mallopt(m_trim_threshold, limit))
+    except (OSError, AttributeError):   # not glibc (musl has no mallopt)
+        return False
+    log.debug("glibc keeps freed blocks up to %d MiB: %s", limit >> 20, ok)
+    return ok
 
 
 def any_rank(*flags: bool, ctx: Dist) -> list[bool]:

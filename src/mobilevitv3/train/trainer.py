@@ -36,6 +36,7 @@ from .runlog import MetricsLog, plot_curves, write_config
 from .seeding import mix, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
+PLOT_EVERY_S = 30.0
 
 
 class NonFiniteLoss(UserError):
@@ -300,7 +301,10 @@ class Trainer:
                                   metrics=record, config=self.cfg.to_dict(), identity=identity_record(self.model))
         self._keep_official(record)
         self.save_last()
-        plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)
+        now = time.monotonic()   # redrawn at most every PLOT_EVERY_S and after the last epoch (a draw: ~0.2 s)
+        if record["epoch"] >= self.cfg.epochs or now - getattr(self, "_plotted", -math.inf) >= PLOT_EVERY_S:
+            plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)
+            self._plotted = now
         key = self.task.main_metric
         log.info("epoch %d/%d  train_loss %.4f  val_%s %.2f%s  lr %.2e  %.0f img/s", record["epoch"],
                  self.cfg.epochs, math.nan if record["train_loss"] is None else record["train_loss"], key, record[f"val_{key}"],

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Every CPU figure of BENCHMARKS.md in one run, one measurement at a time (run it on a quiet machine, nothing else
+# running: it waits for the 1-minute load average to drop below 1.0 before each step and records it).
+#   bash benchmarks/cpu.sh [OUT_DIR] [STEP ...]     (default benchmarks/results/cpu-YYYY-MM-DD; all steps)
+# Steps: main (the main job, bash scripts/main.sh), timm (ours vs timm, eager NCHW / channels-last and onnxruntime),
+# cli (CLI vs plain script), paths (fastest fp32 path candidates), zoo (every classifier, eager / optimized / int8,
+# with the FLOP limit), scaling (input size, batch, attention share), int8 (benchmarks/quantization.py).
+# ~60 minutes on the project's 2-core VM. Each step writes its JSON (and Markdown) into OUT_DIR; stderr to *.err.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/venv.sh
+OUT="${1:-benchmarks/results/cpu-$(date -u +%F)}"
+shift || true
+STEPS="${*:-main timm cli paths zoo scaling int8}"
+mkdir -p "$OUT"
+PY=.venv/bin/python
+MV=.venv/bin/mobilevitv3
+BASELINES="mobilevit_xxs mobilevit_s mobilevitv2_050 mobilevitv2_100"
+
+quiet() {   # wait (at most 3 minutes) for the machine to settle; log the load either way
+    for _ in $(seq 36); do
+        awk '{exit !($1 < 1.0)}' /proc/loadavg && break
+        sleep 5
+    done
+    echo "$(date -u +%FT%TZ) $1: load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/steps.log"
+}
+
+for step in $STEPS; do
+    quiet "$step"
+    case "$step" in
+    main)   # the README's main job, from a fresh run folder
+        rm -rf "$OUT/main-run"
+        $MV train --model mobilevitv3_xxs --out "$OUT/main-run" > "$OUT/main_job.json" 2> "$OUT/main_job.err" ;;
+    timm)   # same layout on both sides; the ONNX rows: each side's own export in onnxruntime
+        $MV bench $BASELINES --vs timm --runtime eager onnxruntime --threads 2 --runs 100 --flop-limit --no-train \
+            > "$OUT/vs_timm_nchw.json" 2> "$OUT/vs_timm_nchw.err"
+        quiet "$step channels-last"
+        $MV bench $BASELINES --vs timm --channels-last --threads 2 --runs 100 --no-train \
+            > "$OUT/vs_timm_cl.json" 2> "$OUT/vs_timm_cl.err" ;;
+    cli)
+        $PY benchmarks/cli_vs_script.py --models mobilevitv3_xxs mobilevit_xxs --threads 2 --runs 200 --repeats 3 \
+            > "$OUT/cli_vs_script.jsonl" 2> "$OUT/cli_vs_script.err" ;;
+    paths)
+        $PY benchmarks/fast_paths.py --models mobilevitv3_xxs mobilevitv3_050 --threads 2 --runs 100 \
+            --out "$OUT/fast_paths.json" > "$OUT/fast_paths.md" 2> "$OUT/fast_paths.err" ;;
+    zoo)
+        $PY benchmarks/zoo_latency.py --threads 2 --runs 50 --out "$OUT/zoo_latency" \
+            > /dev/null 2> "$OUT/zoo_latency.err" ;;
+    scaling)
+        $PY benchmarks/scaling.py --models mobilevitv3_xxs mobilevitv3_s mobilevitv3_050 mobilevitv3_100 \
+            --batches 1 4 16 --runs 10 --out "$OUT/scaling" > /dev/null 2> "$OUT/scaling.err" ;;
+    int8)   # digits classifiers trained by the step itself; dense checkpoints when scripts/scenes.sh left them
+        dense=()
+        for run in runs/scenes-seg runs/scenes-det; do [ -f "$run/best.pt" ] && dense+=("$run/best.pt"); done
+        $PY benchmarks/quantization.py --rounds 3 --iters 30 --threads 2 ${dense[@]:+--dense "${dense[@]}"} \
+            --out "$OUT/quantization" > /dev/null 2> "$OUT/quantization.err" ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+    esac
+done
+echo "$(date -u +%FT%TZ) done: load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/steps.log"
