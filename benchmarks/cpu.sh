@@ -28,9 +28,10 @@ quiet() {   # wait (at most 3 minutes) for the machine to settle; log the load e
 for step in $STEPS; do
     quiet "$step"
     case "$step" in
-    main)   # the README's main job, from a fresh run folder
-        rm -rf "$OUT/main-run"
-        $MV train --model mobilevitv3_xxs --out "$OUT/main-run" > "$OUT/main_job.json" 2> "$OUT/main_job.err" ;;
+    main)   # the README's main job, from a fresh run folder (under runs/: its checkpoints stay out of git)
+        rm -rf runs/bench-main-job
+        $MV train --model mobilevitv3_xxs --out runs/bench-main-job > "$OUT/main_job.json" 2> "$OUT/main_job.err"
+        cp runs/bench-main-job/metrics.jsonl "$OUT/main_job_metrics.jsonl" ;;
     timm)   # same layout on both sides; the ONNX rows: each side's own export in onnxruntime
         $MV bench $BASELINES --vs timm --runtime eager onnxruntime --threads 2 --runs 100 --flop-limit --no-train \
             > "$OUT/vs_timm_nchw.json" 2> "$OUT/vs_timm_nchw.err"

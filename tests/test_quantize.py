@@ -222,3 +222,36 @@ def test_quantize_qat_checkpoint_to_onnx_is_refused(tmp_path, capsys, monkeypatc
     out = tmp_path / "m.onnx"
     _fails(["quantize", str(tmp_path / "qat.pt"), "--format", "onnx", "-o", str(out)], out, capsys,
            "quantize it with --format executorch")
+
+
+@pytest.mark.parametrize("arch", ["deeplabv3_mobilevitv3_xxs", "ssdlite_mobilevitv3_xxs"])
+def test_quantized_dense_checkpoint_evaluates_with_the_task_metric(arch, tmp_path, capsys):
+    """train -> quantize -> eval on the scenes through the CLI: the INT8 file is scored on the same images with the
+    same metric as its checkpoint (a segmenter's eval once needed the float model's backbone)."""
+    run = tmp_path / "run"
+    assert main(["train", "--model", arch, "--data", "scenes", "--task-options", json.dumps(SCENES), "--image-size",
+                 "64", "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "2", "--threads", "1",
+                 "--workers", "0", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run / "best.pt"), "--data", "scenes", "--workers", "0"]) == 0
+    fp32 = _json(capsys)
+    int8 = tmp_path / "m.int8.onnx"
+    assert main(["quantize", str(run / "best.pt"), "--calib", "scenes", "--calib-images", "8", "--format", "onnx",
+                 "-o", str(int8)]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(int8), "--data", "scenes", "--workers", "0"]) == 0
+    got = _json(capsys)
+    key = "miou" if "miou" in fp32 else "map"
+    assert got["images"] == fp32["images"] == SCENES["scenes"]["val_scenes"]
+    assert math.isfinite(got[key]) and abs(got[key] - fp32[key]) <= 0.1
+
+
+def test_train_qat_through_the_cli_with_default_ema(digits_run, tmp_path, capsys):
+    """`train --qat --weights FP32` as the docs show it (EMA on by default): trains, evaluates, checkpoints."""
+    pytest.importorskip("executorch")
+    out = tmp_path / "qat"
+    assert main(["train", "--model", "mobilevitv3_xxs", "--weights", str(digits_run), "--qat", "--data", "digits",
+                 "--image-size", "32", "--batch-size", "16", "--epochs", "1", "--max-steps-per-epoch", "2",
+                 "--threads", "1", "--workers", "0", "--out", str(out)]) == 0
+    summary = _json(capsys)
+    assert math.isfinite(summary["val_top1"]) and summary["val_top1"] > 50 and (out / "best.pt").is_file()

@@ -74,17 +74,29 @@ def chart(report: dict, path: str) -> None:
     _save(fig, path)
 
 
+# One line per family, the v3 models split by the family they extend (widths 0.5-2.0 vs XXS/XS/S), as in the paper.
+FAMILY_LINES = (("MobileViT", ":", "s"), ("MobileViTv2", "--", "^"), ("MobileViTv3 (v1-based)", "-", "o"),
+                ("MobileViTv3 (v2-based)", "-.", "D"))
+
+
+def _line_of(short: str) -> str:
+    """'v1-XXS' -> MobileViT, 'v2-1.0' -> MobileViTv2, 'v3-XS' / 'v3-0.5' -> the v3 line of the family it extends."""
+    if short.startswith("v3"):
+        return FAMILY_LINES[3][0] if short[3:4].isdigit() else FAMILY_LINES[2][0]
+    return FAMILY_LINES[1][0] if short.startswith("v2") else FAMILY_LINES[0][0]
+
+
 def accuracy_chart(series: dict[str, list[tuple[str, float, float]]], path: str, *, title: str) -> None:
     """Reported top-1 (%) against measured latency (ms): `series` maps a runtime label to (name, ms, top-1) points;
     points of one family are joined in order of latency, as in the papers' accuracy-vs-cost figures."""
-    fig, (ax,) = _figure((8, 5.5))
+    fig, (ax,) = _figure((8, 6.5))
     for i, (label, points) in enumerate(series.items()):
-        for family, style, marker in (("v1", ":", "s"), ("v2", "--", "^"), ("v3", "-", "o")):
-            pts = sorted((ms, top1, n) for n, ms, top1 in points if short_name(n).startswith(family))
+        for family, style, marker in FAMILY_LINES:
+            pts = sorted((ms, top1, n) for n, ms, top1 in points if _line_of(short_name(n)) == family)
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, color=f"C{i}",
-                    label=f"{label}: MobileVi{'T' if family == 'v1' else 'Tv' + family[1]}", markersize=5)
+                    label=f"{label}: {family}", markersize=5)
             if i == 0:
                 for ms, top1, n in pts:
                     ax.annotate(short_name(n), (ms, top1), fontsize=6, xytext=(3, -8), textcoords="offset points")
@@ -94,7 +106,7 @@ def accuracy_chart(series: dict[str, list[tuple[str, float, float]]], path: str,
     ax.tick_params(axis="x", which="minor", labelsize=6)
     ax.title.set_fontsize(8)
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))   # below: points stay visible
     _save(fig, path)
 
 

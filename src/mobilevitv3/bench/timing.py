@@ -182,8 +182,11 @@ def close_all(workers: list["WorkerProcess"]) -> None:
 def rounds(workers: list["WorkerProcess"], kind: str, batch: int, warmup: int, runs: int, chunk: int,
            loads: list[float], turns: list[tuple[str, float, float]] | None = None) -> dict[str, list[float]]:
     """Per-call seconds of each worker: `warmup` untimed calls each, then rounds of `chunk` calls per worker.
-    `turns` (if given) receives (label, wall-clock start, end) of every timed turn."""
+    A lone worker has nothing to alternate with: it makes all `runs` calls in one turn, as a plain timing loop does
+    (turns of 10 with a pause between them measured 4-12% slower: the first call after a pause finds its thread
+    pool asleep and its caches cold). `turns` (if given) receives (label, wall-clock start, end) of every turn."""
     times: dict[str, list[float]] = {w.label: [] for w in workers}
+    chunk = runs if len(workers) == 1 else chunk
     for w in workers:
         if warmup:
             w.request({"cmd": "time", "kind": kind, "batch": batch, "n": warmup})

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "batch-100 throughput, 256x256, fp32, 10,000 / 1,000 runs)")
     p.add_argument("--warmup", type=int, help=f"untimed calls first (default {DEFAULTS.warmup})")
     p.add_argument("--runs", type=int, help=f"timed latency calls (default {DEFAULTS.runs})")
-    p.add_argument("--chunk", type=int, help=f"timed calls per worker per round (default {DEFAULTS.chunk})")
+    p.add_argument("--chunk", type=int, help=f"timed calls per worker per round (default {DEFAULTS.chunk}; "
+                   "a lone worker makes all its runs in one turn)")
     p.add_argument("--throughput-batch", type=int, help="separate throughput batch (default: from the latency runs)")
     p.add_argument("--throughput-runs", type=int, help=f"(default {DEFAULTS.throughput_runs})")
     p.add_argument("--no-train", dest="train", action="store_false", default=None, help="skip the training step")

@@ -59,6 +59,11 @@ class RuntimeModel(Identified, nn.Module):
             logits = F.interpolate(logits, tuple(size), mode="bilinear", align_corners=align)
         return logits
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The weightless skeleton's backbone: its configuration (output stride) sets the dense eval protocol."""
+        return self.skeleton.backbone
+
     # detection: the decoding lives in the model class, not in the graph
     def anchors(self, height: int, width: int) -> Tensor:
         return self.skeleton.anchors(height, width)

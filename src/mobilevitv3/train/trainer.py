@@ -89,7 +89,11 @@ class Trainer:
         self.task = get_task(cfg.task or split_arch(cfg.model.split(".")[0])[0])
         self.cfg, self.model, self.loaders = self._build(cfg)
         self.amp_dtype = _amp(self.cfg, ctx.device)
-        self.ema = ModelEMA(self.model, self.cfg.ema_momentum) if self.cfg.ema else None
+        # QAT keeps no EMA: the fake-quant observers' buffers change shape on the first batch (per-channel ranges)
+        # and an average of quantization ranges is not a range the converted model could use
+        self.ema = ModelEMA(self.model, self.cfg.ema_momentum) if self.cfg.ema and not self.cfg.qat else None
+        if self.cfg.ema and self.cfg.qat:
+            log.info("--qat: no EMA copy (the trained fake-quant ranges are the model's own)")
         self.optimizer = build_optimizer(param_groups(self.model, self.cfg, is_head=self.task.is_head), self.cfg)
         self.schedule = LRSchedule(self.cfg)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
