@@ -243,3 +243,21 @@ def test_torchrun_two_processes_on_cpu(tmp_path, data):
     record = json.loads((tmp_path / "metrics.jsonl").read_text())
     assert record["epoch"] == 1 and record["val_images"] == 4 and record["images_per_s"] > 0
     assert json.loads(out)["epochs"] == 1                      # one summary, from rank 0 only
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_trainer_memory_policy_stops_page_faults_on_reused_blocks():
+    """`keep_freed_memory` (set by the trainer on CPU, never on import): a 48 MiB block freed and allocated again
+    comes back from the heap instead of as fresh pages (glibc maps anything above 32 MiB anew every time): 10
+    allocations fault ~10 blocks of pages by default, at most one or two with the policy."""
+    code = ("import resource, sys, torch\n"
+            "from mobilevitv3.train.distributed import keep_freed_memory\n"
+            "if sys.argv[1] == 'keep': assert keep_freed_memory()\n"
+            "faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+            "torch.ones(48 << 20, dtype=torch.uint8)\n"
+            "before = faults()\n"
+            "for _ in range(10): torch.ones(48 << 20, dtype=torch.uint8)\n"
+            "print(faults() - before)\n")
+    counts = {mode: int(subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                       check=True).stdout.split()[-1]) for mode in ("default", "keep")}
+    assert counts["default"] > 10 * 10_000 and counts["keep"] <= 2 * 12_288, counts   # 12,288 pages = 48 MiB
