@@ -44,6 +44,12 @@ def test_rounds_turns_never_overlap_and_alternate(two_workers):
     assert [label for label, _, _ in turns] == ["w0", "w1", "w1", "w0", "w0", "w1"]   # the order rotates
 
 
+def test_a_lone_worker_times_all_its_runs_in_one_turn(two_workers):
+    turns = []   # as a plain timing loop: no pauses (and sleeping thread pools) inside its runs
+    times = rounds(two_workers[:1], "infer", 1, 1, 6, 2, [], turns)
+    assert len(times["w0"]) == 6 and [label for label, _, _ in turns] == ["w0"]
+
+
 def test_workers_are_separate_processes_with_their_threads(two_workers):
     pids = {w.setup_reply["pid"] for w in two_workers}
     assert len(pids) == 2 and os.getpid() not in pids
