@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-images", type=int, default=256, metavar="N", help="calibration images (default 256)")
     p.add_argument("--format", required=True, metavar="FORMAT", help=f"one of {', '.join(FORMAT_NAMES)}")
     p.add_argument("-o", "--output", required=True, help="output file (.onnx / .pte)")
-    p.add_argument("--method", default=None, help="ONNX activation calibration: minmax, percentile (default) or "
-                   "entropy; ExecuTorch: minmax")
+    p.add_argument("--method", default="minmax", help="ONNX activation calibration: minmax (default), percentile "
+                   "(measured more accurate on trained models) or entropy; ExecuTorch: minmax")
     p.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="square evaluation (and graph) size; default: the checkpoint's or the tag's")
 

@@ -47,7 +47,8 @@ FLOAT_MODULES = ("MeanLayerNorm", "MeanGroupNorm", "BmmAttention", "GridLinearAt
 
 def _quantizable(node: torch.fx.Node) -> bool:
     """The stem (most sensitive, see quantize.float_nodes) and the ops written directly in the norms and the
-    attention core stay float (their projections, child modules, are quantized): a quantized variance or softmax-weighted sum costs accuracy, and under QAT the fake-quantized
+    attention core stay float (their projections, child modules, are quantized): a quantized variance or
+    softmax-weighted sum costs accuracy, and under QAT the fake-quantized
     variance turned eval-mode outputs into NaN. `cat` stays float too: XNNPACK's annotation gives a concat's inputs
     the output's scale, and the v3 fusion concatenates the local features with a global branch of a far larger
     range (untrained: 0.0006 vs 4.5), which rounded the local features to one value."""

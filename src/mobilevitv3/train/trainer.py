@@ -101,6 +101,7 @@ class Trainer:
         self.progress = Progress()
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
         self._saved = self._check_out()
+        self._plotted = -math.inf                # monotonic time of the last curves.png
 
     def _build(self, cfg: TrainConfig) -> tuple[TrainConfig, nn.Module, Loaders]:
         torch.manual_seed(cfg.seed)              # the same initial weights on every rank and every run
@@ -306,7 +307,7 @@ class Trainer:
         self._keep_official(record)
         self.save_last()
         now = time.monotonic()   # redrawn at most every PLOT_EVERY_S and after the last epoch (a draw: ~0.2 s)
-        if record["epoch"] >= self.cfg.epochs or now - getattr(self, "_plotted", -math.inf) >= PLOT_EVERY_S:
+        if record["epoch"] >= self.cfg.epochs or now - self._plotted >= PLOT_EVERY_S:
             plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)
             self._plotted = now
         key = self.task.main_metric
