@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -124,7 +123,6 @@ def test_edge_friendly_computes_the_same_function(arch):
 
 
 def test_pt2e_int8_graph_close_to_float(digits_run):
-    pytest.importorskip("executorch")
     from mobilevitv3.export.pt2e import calibrated_int8
     from mobilevitv3.infer.run import load_model
     model, cfg = load_model(str(digits_run))
@@ -139,7 +137,6 @@ def test_pt2e_int8_graph_close_to_float(digits_run):
 
 
 def test_qat_step_trains_and_converts(digits_run):
-    pytest.importorskip("executorch")
     from mobilevitv3.export.pt2e import QATModel, convert_qat
     from mobilevitv3.infer.run import load_model
     model, cfg = load_model(str(digits_run))
@@ -158,7 +155,6 @@ def test_qat_step_trains_and_converts(digits_run):
     assert _snr(fake[:4], real) > 15 and torch.equal(fake[:4].argmax(1), real.argmax(1))   # INT8 = what QAT trained
 
 
-@pytest.mark.skipif(not os.environ.get("MOBILEVITV3_SLOW_TESTS"), reason="XNNPACK lowering takes ~1.5 min")
 def test_quantize_executorch_pte_runs_in_the_runtime(digits_run, tmp_path, capsys):
     out = tmp_path / "xxs.int8.pte"
     assert main(["quantize", str(digits_run), "--calib", "digits", "--calib-images", "16", "--format",
@@ -248,7 +244,6 @@ def test_quantized_dense_checkpoint_evaluates_with_the_task_metric(arch, tmp_pat
 
 def test_train_qat_through_the_cli_with_default_ema(digits_run, tmp_path, capsys):
     """`train --qat --weights FP32` as the docs show it (EMA on by default): trains, evaluates, checkpoints."""
-    pytest.importorskip("executorch")
     out = tmp_path / "qat"
     assert main(["train", "--model", "mobilevitv3_xxs", "--weights", str(digits_run), "--qat", "--data", "digits",
                  "--image-size", "32", "--batch-size", "16", "--epochs", "1", "--max-steps-per-epoch", "2",
