@@ -39,19 +39,10 @@ SIZE = 256
 
 # ---- timing worker: `python quantization.py --time FILE --threads T --iters N` ----------------------------------
 def time_file(path: str, threads: int, iters: int) -> dict:
-    x = np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32)
-    if path.endswith(".onnx"):
-        from mobilevitv3.export.onnx import ort_session
-        session = ort_session(path, threads=threads)
-        name = session.get_inputs()[0].name
-        run = lambda: session.run(None, {name: x})  # noqa: E731
-    else:
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-        portable_lib._unsafe_reset_threadpool(threads)
-        method = Runtime.get().load_program(path).load_method("forward")
-        tensor = torch.from_numpy(x)
-        run = lambda: method.execute([tensor])  # noqa: E731
+    from mobilevitv3.export import open_exported
+    x = torch.from_numpy(np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32))
+    opened = open_exported(path, threads=threads)   # the package's one adapter of the file's runtime
+    run = lambda: opened.run(x)  # noqa: E731
     for _ in range(10):
         run()
     # threads == 1: CPU time of this (the only computing) thread, which another process's load does not inflate

@@ -113,8 +113,7 @@ def build(spec: Spec) -> Built:
         model = fuse(model)
     if spec.runtime in ("onnxruntime", "executorch", "int8"):
         run, version = _exported(model, spec)
-        return Built(_cached(lambda b: _image(spec, b).cpu().numpy() if spec.runtime != "executorch"
-                             else _image(spec, b).cpu(), run), train, params, version, False)
+        return Built(_cached(lambda b: _image(spec, b).cpu(), run), train, params, version, False)
     model = model.to(spec.device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -152,13 +151,15 @@ def _train_step(model: nn.Module, spec: Spec) -> Callable[[int], Callable[[], ob
     return _cached(lambda b: _image(spec, max(2, b)), step)  # train-mode BatchNorm needs two samples
 
 
-def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[object], object], str]:
-    """The model exported through the package's export path, loaded in its runtime; (run(x), runtime version).
+def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[Tensor], object], str]:
+    """The model exported through the package's export path, opened by the runtime's one adapter
+    (`export.open_exported`); (run(x), runtime version).
 
     Ours goes through `export()` (the user's route, checked against eager); timm's model has no identity, so it goes
     through the same writer (`export.onnx.write_onnx` / `export.edge.write_executorch`) with the same settings."""
     if spec.device != "cpu" or spec.dtype != "fp32":
         raise UserError(f"--runtime {spec.runtime} times the float32 CPU graph: drop --device / --dtype")
+    from ..export import open_exported
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.pte" if spec.runtime == "executorch" else "model.onnx")
         if spec.runtime == "int8":   # latency only: random calibration images, the SNR check left out
@@ -171,18 +172,8 @@ def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[object], object],
                    image_size=spec.image_size, **_batch(spec))
         else:
             _write_reference(model, spec, path)
-        if spec.runtime != "executorch":
-            import onnxruntime
-
-            from ..export.onnx import ort_session
-            session = ort_session(path, threads=spec.threads)
-            feed = session.get_inputs()[0].name
-            return (lambda x: session.run(None, {feed: x})), f"onnxruntime {onnxruntime.__version__}"
-        from executorch.extension.pybindings import portable_lib
-        from executorch.runtime import Runtime
-        portable_lib._unsafe_reset_threadpool(spec.threads)  # XNNPACK's pool: one thread per core by default
-        method = Runtime.get().load_program(path).load_method("forward")
-        return (lambda x: method.execute([x])), "executorch (XNNPACK)"
+        opened = open_exported(path, threads=spec.threads)   # the runtime's pool: one thread per core otherwise
+        return opened.run, opened.runtime
 
 
 def _batch(spec: Spec) -> dict:

@@ -29,7 +29,7 @@ from ..errors import UserError
 from ..layers import MobileViTBlock, fuse as fold_batchnorm
 from ..models import identity_record
 from . import edge, onnx, torch_formats
-from .job import Backend, Job
+from .job import Backend, Job, Opened, flatten
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,13 @@ FORMATS = {
     "tflite": Format(".tflite", (("litert_torch", "litert-torch>=0.10.0"), ("ai_edge_litert", "ai-edge-litert")),
                      fp16=False, dynamic_batch=False),  # litert-torch 0.10 cannot lower symbolic reshapes
 }
-BACKENDS = {
-    "onnx": Backend(onnx.write_onnx, onnx.load_onnx),
-    "torchscript": Backend(torch_formats.write_torchscript, torch_formats.load_torchscript),
-    "exported-program": Backend(torch_formats.write_exported_program, torch_formats.load_exported_program),
-    "coreml": Backend(edge.write_coreml, edge.load_coreml),
-    "executorch": Backend(edge.write_executorch, edge.load_executorch),
-    "tflite": Backend(edge.write_tflite, edge.load_tflite),
+BACKENDS = {   # per format: its writer and its one runtime adapter (every caller opens a file through these)
+    "onnx": Backend(onnx.write_onnx, onnx.open_onnx),
+    "torchscript": Backend(torch_formats.write_torchscript, torch_formats.open_torchscript),
+    "exported-program": Backend(torch_formats.write_exported_program, torch_formats.open_exported_program),
+    "coreml": Backend(edge.write_coreml, edge.open_coreml),
+    "executorch": Backend(edge.write_executorch, edge.open_executorch),
+    "tflite": Backend(edge.write_tflite, edge.open_tflite),
 }
 
 
@@ -140,11 +140,23 @@ def _write_and_load(fmt: str, job: Job, path: Path) -> tuple[str, Callable[[Tens
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer/deprecation chatter from the exporters, not actionable
             backend.write(job, path)
-            return backend.load(job, path)
+            opened = backend.open(path)
+            return opened.runtime, opened.run
     except (UserError, OSError):
         raise
     except Exception as e:  # exporter internals: one line for the CLI, the chain for --verbose
         raise ExportError(f"{fmt} export of {job.metadata['model']} failed: {_first_line(e)}") from e
+
+
+def open_exported(path: str | os.PathLike, *, threads: int | None = None) -> Opened:
+    """An exported file in its own runtime, the format told by its suffix (`threads`: the runtime's threads where it
+    has a setting). Runtime and file errors propagate as they are: callers word them for their user."""
+    path = Path(path)
+    fmt = next((f for f, spec in FORMATS.items() if spec.suffix == path.suffix), None)
+    if fmt is None:
+        raise UserError(f"{path}: not an exported model (expected one of "
+                        f"{', '.join(spec.suffix for spec in FORMATS.values())})")
+    return BACKENDS[fmt].open(path, threads=threads)
 
 
 def default_image_size(model: nn.Module) -> tuple[int, int]:
@@ -250,15 +262,11 @@ def _eager(model: nn.Module, shapes: list[tuple[int, ...]]) -> list[tuple[Tensor
         for i, shape in enumerate(shapes):
             x = torch.rand(shape, generator=_rng(i + 1))
             try:
-                pairs.append((x, _flatten(model(x))))
+                pairs.append((x, flatten(model(x))))
             except RuntimeError as e:
                 raise UserError(f"{_name(model)} cannot take a {shape[2]}x{shape[3]} image: "
                                 f"{_first_line(e)}") from None
     return pairs
-
-
-def _flatten(out) -> list[Tensor]:
-    return [out] if isinstance(out, Tensor) else [t for o in out for t in _flatten(o)]
 
 
 def _compare(run: Callable[[Tensor], list[Tensor]], expected: list[tuple[Tensor, list]], dtype: torch.dtype,
@@ -331,4 +339,5 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-__all__ = ["FORMATS", "ExportError", "default_image_size", "deploy_metadata", "export", "size_multiple"]
+__all__ = ["FORMATS", "ExportError", "default_image_size", "deploy_metadata", "export", "open_exported",
+           "size_multiple"]

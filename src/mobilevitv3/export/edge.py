@@ -1,7 +1,9 @@
 """Edge runtimes: CoreML (ML program, from torch.export), ExecuTorch (.pte, XNNPACK) and TFLite (LiteRT, through
-litert-torch). Each runtime package is imported only when its format is used."""
+litert-torch): each format's writer and its one runtime adapter (`open_*`). `lower_to_pte` is the one XNNPACK
+lowering (float export here, INT8 in pt2e.py). Each runtime package is imported only when its format is used."""
 from __future__ import annotations
 
+import json
 import platform
 import re
 from pathlib import Path
@@ -9,7 +11,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .job import Job, Run, dynamic_shapes, package_version, torch_export
+from .job import Job, Opened, dynamic_shapes, package_version, torch_export
+
+METADATA_METHOD = "mobilevitv3_metadata"   # a constant method of the program: the metadata JSON as uint8 bytes
 
 
 def write_coreml(job: Job, path: Path) -> None:
@@ -48,37 +52,67 @@ def _first_6d_source(program: torch.export.ExportedProgram) -> str:
     return "an unknown node"
 
 
-def load_coreml(job: Job, path: Path) -> tuple[str, Run | None]:
+def open_coreml(path: Path, *, threads: int | None = None) -> Opened:
+    """The ML program with the names its metadata promises; it predicts on macOS only (the Core ML framework), so
+    elsewhere `run` is None and the spec is what gets checked. Core ML picks its own threads."""
     import coremltools as ct
     spec = ct.utils.load_spec(str(path))
+    metadata = dict(spec.description.metadata.userDefined)
     inputs = [i.name for i in spec.description.input]
     outputs = [o.name for o in spec.description.output]
-    if spec.WhichOneof("Type") != "mlProgram" or inputs != [job.input_name] or outputs != job.output_names:
+    expected = [metadata.get("input_name", "image")], json.loads(metadata.get("output_names", "null")) or outputs
+    if spec.WhichOneof("Type") != "mlProgram" or (inputs, outputs) != expected:
         raise RuntimeError(f"unexpected CoreML spec: {spec.WhichOneof('Type')}, inputs {inputs}, outputs {outputs}")
     version = package_version("coremltools")
     if platform.system() != "Darwin":
-        return f"{version}: spec checked (ML program, inputs {inputs}, outputs {outputs}); prediction needs macOS", None
-    model = ct.models.MLModel(str(path))  # macOS only (Core ML framework)
-    return f"{version} (Core ML)", lambda x: [
-        torch.from_numpy(model.predict({job.input_name: x.numpy()})[n]) for n in job.output_names]
+        return Opened(None, f"{version}: spec checked (ML program, inputs {inputs}, outputs {outputs}); prediction "
+                            f"needs macOS", metadata)
+    model = ct.models.MLModel(str(path))
+
+    def run(x: Tensor) -> list[Tensor]:
+        predicted = model.predict({inputs[0]: x.numpy()})
+        return [torch.from_numpy(predicted[n]) for n in outputs]
+    return Opened(run, f"{version} (Core ML)", metadata)
 
 
 def write_executorch(job: Job, path: Path) -> None:
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
     from .edge_graph import edge_friendly
-    from .pt2e import metadata_method
     job.model = edge_friendly(job.model)   # one XNNPACK partition instead of ~50 (edge_graph.py: 4x faster)
-    program = to_edge_transform_and_lower(torch_export(job), partitioner=[XnnpackPartitioner()],
-                                          constant_methods=metadata_method(job.metadata)).to_executorch()
-    path.write_bytes(program.buffer)
+    lower_to_pte(torch_export(job), path, job.metadata)
     job.exporter = f"{package_version('executorch')} (torch.export, XNNPACK partitioner)"
 
 
-def load_executorch(job: Job, path: Path) -> tuple[str, Run]:
+def lower_to_pte(program: torch.export.ExportedProgram, path: Path, metadata: dict[str, str]) -> None:
+    """Lower an exported (float or quantized) program to XNNPACK and write the .pte, `metadata` as a constant
+    method that `open_executorch` reads back."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                          constant_methods=_metadata_method(metadata))
+    path.write_bytes(lowered.to_executorch().buffer)
+
+
+def _metadata_method(metadata: dict[str, str]) -> dict[str, Tensor]:
+    """`constant_methods` holding the metadata JSON as a uint8 tensor (the ExecuTorch Python runtime returns
+    tensors from a constant method; a string constant comes back empty)."""
+    return {METADATA_METHOD: torch.tensor(list(json.dumps(metadata).encode()), dtype=torch.uint8)}
+
+
+def open_executorch(path: Path, *, threads: int | None = None) -> Opened:
+    """A .pte in the ExecuTorch runtime; `threads` resizes XNNPACK's pool (default: left as it is, one thread per
+    core). The metadata is the one `lower_to_pte` wrote ({} for a program without it)."""
     from executorch.runtime import Runtime
-    method = Runtime.get().load_program(str(path)).load_method("forward")
-    return f"{package_version('executorch')} (XNNPACK)", lambda x: list(method.execute([x]))
+    if threads:
+        from executorch.extension.pybindings import portable_lib
+        portable_lib._unsafe_reset_threadpool(threads)   # XNNPACK's pool; the only knob the bindings offer
+    program = Runtime.get().load_program(str(path))
+    metadata = {}
+    if METADATA_METHOD in program.method_names:
+        blob = program.load_method(METADATA_METHOD).execute([])[0]
+        metadata = json.loads(bytes(blob.tolist()).decode())
+    method = program.load_method("forward")
+    return Opened(lambda x: list(method.execute([x.contiguous()])), f"{package_version('executorch')} (XNNPACK)",
+                  metadata)
 
 
 def write_tflite(job: Job, path: Path) -> None:
@@ -87,16 +121,18 @@ def write_tflite(job: Job, path: Path) -> None:
     job.exporter = package_version("litert-torch")
 
 
-def load_tflite(job: Job, path: Path) -> tuple[str, Run]:
+def open_tflite(path: Path, *, threads: int | None = None) -> Opened:
+    """A .tflite in the LiteRT interpreter with `threads` threads (default: torch's count); litert-torch writes no
+    metadata of ours into the file."""
     from ai_edge_litert.interpreter import Interpreter
-    interpreter = Interpreter(model_path=str(path), num_threads=torch.get_num_threads())
+    interpreter = Interpreter(model_path=str(path), num_threads=threads or torch.get_num_threads())
     runner = interpreter.get_signature_runner()
+    (name,) = interpreter.get_signature_list()["serving_default"]["inputs"]
 
     def run(x: Tensor) -> list[Tensor]:
-        (name,) = interpreter.get_signature_list()["serving_default"]["inputs"]
         outputs = runner(**{name: x.numpy()})
         return [torch.from_numpy(outputs[k]) for k in sorted(outputs, key=_output_index)]
-    return package_version("ai-edge-litert"), run
+    return Opened(run, package_version("ai-edge-litert"), {})
 
 
 def _output_index(name: str) -> int:

@@ -1,14 +1,16 @@
-"""What every export format's writer and loader share: the job description, torch.export with the dynamic dims,
-and small helpers. `write(job, path)` writes the file; `load(job, path)` returns (runtime description, run) where
-`run(x)` gives the file's outputs for an input batch as a list of tensors, or None where the runtime cannot run on
-this machine (CoreML predicts on macOS only; on Linux its spec is checked instead).
+"""What every export format's writer and runtime adapter share: the job description, torch.export with the
+dynamic dims, and small helpers. `write(job, path)` writes the file; `open(path, threads=None)` is the one adapter
+of its runtime: an `Opened` whose `run(x)` gives the file's outputs for an input batch as a list of tensors (None
+where the runtime cannot run on this machine: CoreML predicts on macOS only, where its spec is checked instead).
+Every caller -- export's check, quantize, optimize, bench and the runtime models of eval/predict -- opens a file
+through these adapters.
 """
 from __future__ import annotations
 
 import importlib.metadata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -32,9 +34,21 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Opened:
+    """An exported file opened in its runtime."""
+    run: Run | None             # batch [B, 3, H, W] -> the file's outputs; None: this machine cannot run it
+    runtime: str                # what runs it, with its version
+    metadata: dict[str, str]    # what the file carries (deploy_metadata), {} for a file without any
+
+
+class Opener(Protocol):
+    def __call__(self, path: Path, *, threads: int | None = None) -> Opened: ...
+
+
+@dataclass(frozen=True)
 class Backend:
     write: Callable[[Job, Path], None]
-    load: Callable[[Job, Path], tuple[str, Run | None]]
+    open: Opener
 
 
 def package_version(name: str) -> str:
@@ -45,6 +59,7 @@ def package_version(name: str) -> str:
 
 
 def flatten(out) -> list[Tensor]:
+    """A model's output (a tensor, or nested tuples/lists of them) as the flat list of tensors a runtime gives."""
     return [out] if isinstance(out, Tensor) else [t for o in out for t in flatten(o)]
 
 

@@ -1,5 +1,5 @@
-"""The one ONNX path of the package (export, bench and quantization all use it): writing opset 17 from either of
-torch's exporters, checking the graph, and an onnxruntime session on it.
+"""The one ONNX path of the package (export, bench, optimize, quantization and the runtime models all use it):
+writing opset 17 from either of torch's exporters, checking the graph, and `open_onnx`, the onnxruntime adapter.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .job import Job, Run, dynamic_shapes, package_version
+from .job import Job, Opened, dynamic_shapes, package_version
 
 log = logging.getLogger(__name__)
 ONNX_OPSET = 17
@@ -50,16 +50,16 @@ def write_onnx(job: Job, path: Path) -> None:
     onnx.save(proto, str(path))
 
 
-def load_onnx(job: Job, path: Path) -> tuple[str, Run]:
-    session = ort_session(path)
-    return package_version("onnxruntime"), lambda x: [
-        torch.from_numpy(o) for o in session.run(None, {job.input_name: x.numpy()})]
-
-
-def ort_session(path: str | Path, *, threads: int | None = None):
-    """An onnxruntime CPU session with `threads` intra-op threads (default: torch's count) and no inter-op pool."""
+def open_onnx(path: str | Path, *, threads: int | None = None) -> Opened:
+    """An ONNX file in an onnxruntime CPU session with `threads` intra-op threads (default: torch's count) and no
+    inter-op pool; the metadata is the file's metadata_props, read by the session (the file is read once)."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+
+    def run(x: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.from_numpy(o) for o in session.run(None, {feed: x.numpy()})]
+    return Opened(run, package_version("onnxruntime"), dict(session.get_modelmeta().custom_metadata_map))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..layers import fuse
+from .job import Run
 
 log = logging.getLogger(__name__)
 Backend = Literal["onnxruntime", "inductor", "eager"]
@@ -30,15 +31,15 @@ class OptimizedModel(nn.Module):
     """Inference-only wrapper: `forward(x)` with x [B, 3, H, W] float32 (any memory layout), outputs like the
     original model's (a tensor, or a tuple for detection). `backend` names what runs it."""
 
-    def __init__(self, run: nn.Module | None, backend: str, identity, image_size: tuple[int, int] | None,
-                 *, session=None, tuple_out: bool = False) -> None:
+    def __init__(self, inner: nn.Module | None, backend: str, identity, image_size: tuple[int, int] | None,
+                 *, run: Run | None = None, tuple_out: bool = False) -> None:
         super().__init__()
-        self.inner, self.backend, self.identity, self.image_size = run, backend, identity, image_size
-        self._session, self._tuple = session, tuple_out
+        self.inner, self.backend, self.identity, self.image_size = inner, backend, identity, image_size
+        self._run, self._tuple = run, tuple_out
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
-        if self._session is not None:
-            return self._run_onnx(x)
+        if self._run is not None:
+            return self._run_exported(x)
         with torch.no_grad():
             if self.backend == "eager":
                 return self.inner(x.contiguous(memory_format=torch.channels_last))
@@ -46,12 +47,11 @@ class OptimizedModel(nn.Module):
             with inductor_config.patch(freezing=True):  # scoped: recompiles (a new shape) also freeze weights
                 return self.inner(x.contiguous(memory_format=torch.channels_last))
 
-    def _run_onnx(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
+    def _run_exported(self, x: Tensor) -> Tensor | tuple[Tensor, ...]:
         if tuple(x.shape[-2:]) != self.image_size:
             raise ValueError(f"this optimized model was built for {self.image_size[0]}x{self.image_size[1]} "
                              f"inputs, got {x.shape[-2]}x{x.shape[-1]}: optimize(model, image_size=...) again")
-        outs = self._session.run(None, {"image": x.detach().cpu().float().contiguous().numpy()})
-        outs = tuple(torch.from_numpy(o) for o in outs)
+        outs = tuple(self._run(x.detach().cpu().float().contiguous()))
         return outs if self._tuple else outs[0]
 
 
@@ -69,7 +69,7 @@ def optimize(model: nn.Module, *, backend: Backend = "onnxruntime", image_size: 
     tuple_out = getattr(model, "identity", None) is not None and model.identity.task == "detection"
     identity = getattr(model, "identity", None)
     if backend == "onnxruntime":
-        return OptimizedModel(None, backend, identity, size, session=_ort_session(model, size, threads),
+        return OptimizedModel(None, backend, identity, size, run=_onnx_run(model, size, threads),
                               tuple_out=tuple_out)
     fast = fuse(model).to(memory_format=torch.channels_last).requires_grad_(False)
     if backend == "eager":
@@ -79,14 +79,14 @@ def optimize(model: nn.Module, *, backend: Backend = "onnxruntime", image_size: 
     return compiled
 
 
-def _ort_session(model: nn.Module, size: tuple[int, int], threads: int | None):
-    """An onnxruntime session on the package's ONNX export (BatchNorm folded, dynamic batch, checked against eager)."""
+def _onnx_run(model: nn.Module, size: tuple[int, int], threads: int | None) -> Run:
+    """The package's ONNX export (BatchNorm folded, dynamic batch, checked against eager) in onnxruntime."""
     from .api import export
-    from .onnx import ort_session
+    from .onnx import open_onnx
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         export(model, "onnx", path, image_size=size, dynamic_batch=True, fuse=True)
-        session = ort_session(path, threads=threads)
+        run = open_onnx(path, threads=threads).run
     log.info("optimize: onnxruntime session on the ONNX export (%dx%d, %s threads)", *size,
              threads or torch.get_num_threads())
-    return session
+    return run

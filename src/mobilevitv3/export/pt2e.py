@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -19,10 +18,9 @@ from torch import Tensor, nn
 
 from ..layers import fuse
 from ..models.identity import Identified
+from .edge import lower_to_pte
 from .edge_graph import edge_friendly
 from .job import package_version
-
-METADATA_METHOD = "mobilevitv3_metadata"   # a constant method of the program: the metadata JSON as uint8 bytes
 
 
 def _quantizer(*, qat: bool):
@@ -133,28 +131,9 @@ class QATModel(Identified, nn.Module):
 
 
 def write_pte(graph: nn.Module, example: Tensor, path: Path, metadata: dict[str, str]) -> str:
-    """Lower a (quantized) graph to XNNPACK and write the .pte with `metadata` as a constant method; returns the
-    exporter description."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    """Write a (quantized) graph as an XNNPACK .pte with `metadata` (edge.lower_to_pte); returns the exporter
+    description."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.export.export(graph, (example,), strict=False)
-        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
-                                              constant_methods=metadata_method(metadata))
-        path.write_bytes(lowered.to_executorch().buffer)
+        lower_to_pte(torch.export.export(graph, (example,), strict=False), path, metadata)
     return f"{package_version('executorch')} (PT2E XNNPACKQuantizer, XNNPACK partitioner)"
-
-
-def metadata_method(metadata: dict[str, str]) -> dict[str, Tensor]:
-    """`constant_methods` for `to_edge_transform_and_lower`: the metadata JSON as a uint8 tensor (the ExecuTorch
-    Python runtime returns tensors from a constant method; a string constant comes back empty)."""
-    return {METADATA_METHOD: torch.tensor(list(json.dumps(metadata).encode()), dtype=torch.uint8)}
-
-
-def read_pte_metadata(program) -> dict[str, str]:
-    """The metadata written by `write_pte` from a loaded ExecuTorch program ({} when it has none)."""
-    if METADATA_METHOD not in program.method_names:
-        return {}
-    blob = program.load_method(METADATA_METHOD).execute([])[0]
-    return json.loads(bytes(blob.tolist()).decode())

@@ -148,7 +148,7 @@ def quantize_qat(model: nn.Module, out: str | os.PathLike, *, check_images: Sequ
     quantization (no calibration). Checked against the fake-quant graph itself on `check_images` (default: random
     images at its size)."""
     check_format("executorch")
-    from executorch.runtime import Runtime
+    from .edge import open_executorch
     from .pt2e import convert_qat, write_pte
     size = model.image_size
     images = torch.rand(CHECK_IMAGES, 3, *size, generator=torch.Generator().manual_seed(0)) \
@@ -164,13 +164,13 @@ def quantize_qat(model: nn.Module, out: str | os.PathLike, *, check_images: Sequ
             exporter = write_pte(convert_qat(model.graph), images[:1], tmp, meta)
         except Exception as e:  # noqa: BLE001 -- lowering internals: one line
             raise ExportError(f"INT8 executorch conversion of the QAT model failed: {_first_line(e)}") from e
-        method = Runtime.get().load_program(str(tmp)).load_method("forward")
-        snr = _snr(lambda x: list(method.execute([x.contiguous()])), images, expected)
+        opened = open_executorch(tmp)
+        snr = _snr(opened.run, images, expected)
         if verify and not min(snr) >= MIN_SNR_DB:
             raise ExportError(f"the INT8 file reproduces the QAT model at only {min(snr):.1f} dB logit SNR")
     return {"model": model.identity.name, "task": model.identity.task, "format": "executorch", "path": str(path),
             "bytes": path.stat().st_size, "image_size": list(size), "precision": "int8", "calibration_images": 0,
-            "calibration_method": "qat", "exporter": exporter, "runtime": f"{package_version('executorch')} (XNNPACK)",
+            "calibration_method": "qat", "exporter": exporter, "runtime": opened.runtime,
             "logit_snr_db": [round(v, 2) for v in snr], "checked_images": len(images)}
 
 
@@ -208,7 +208,7 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
     from onnxruntime.quantization.shape_inference import quant_pre_process
     from .api import export
-    from .onnx import ort_session
+    from .onnx import open_onnx
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
         # static batch 1: with a symbolic batch the 3-D linears stay MatMul + Add, which quantize as two ops and
@@ -229,21 +229,20 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
                             "entropy": CalibrationMethod.Entropy}[method])
         meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     proto = onnx.load(str(path))
-    meta |= {"precision": "int8", "quantization": f"onnxruntime {package_version('onnxruntime')} quantize_static "
+    meta |= {"precision": "int8", "quantization": f"{package_version('onnxruntime')} quantize_static "
              f"QDQ u8s8 per-channel, {method}, {len(images)} calibration images, stem and attention core float"} | extra
     del proto.metadata_props[:]
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
-    session = ort_session(path)
-    run = lambda x: [torch.from_numpy(o) for o in session.run(None, {"image": x.numpy()})]  # noqa: E731
-    return run, "torch.onnx + onnxruntime.quantization (QDQ)", package_version("onnxruntime")
+    opened = open_onnx(path)
+    return opened.run, "torch.onnx + onnxruntime.quantization (QDQ)", opened.runtime
 
 
 # ---- ExecuTorch ---------------------------------------------------------------------------------------------------
 
 def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra: dict[str, str]):
-    from executorch.runtime import Runtime
+    from .edge import open_executorch
     from .pt2e import calibrated_int8, write_pte
     example = images[:1]
     graph = calibrated_int8(model, (x[None] for x in images), example)
@@ -251,8 +250,8 @@ def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str, 
     meta |= {"precision": "int8", "quantization": f"PT2E XNNPACKQuantizer symmetric per-channel, {len(images)} "
              f"calibration images"} | extra
     exporter = write_pte(graph, example, path, meta)
-    method_ = Runtime.get().load_program(str(path)).load_method("forward")
-    return lambda x: list(method_.execute([x.contiguous()])), exporter, f"{package_version('executorch')} (XNNPACK)"
+    opened = open_executorch(path)
+    return opened.run, exporter, opened.runtime
 
 
 __all__ = ["INT8_FORMATS", "METHODS", "MIN_CALIBRATION", "float_nodes", "check_format", "quantize",

@@ -1,4 +1,5 @@
-"""TorchScript (traced) and torch.export ExportedProgram (.pt2) files, with the deploy metadata as an extra file."""
+"""TorchScript (traced) and torch.export ExportedProgram (.pt2) files, with the deploy metadata as an extra file,
+and their runtime adapters (torch itself runs both)."""
 from __future__ import annotations
 
 import json
@@ -6,11 +7,13 @@ from pathlib import Path
 
 import torch
 
-from .job import Job, Run, flatten, torch_export
+from .job import Job, Opened, flatten, torch_export
+
+EXTRA_FILE = "mobilevitv3.json"
 
 
 def _extra_files(job: Job) -> dict[str, str]:
-    return {"mobilevitv3.json": json.dumps(job.metadata, indent=1)}
+    return {EXTRA_FILE: json.dumps(job.metadata, indent=1)}
 
 
 def write_torchscript(job: Job, path: Path) -> None:
@@ -20,9 +23,11 @@ def write_torchscript(job: Job, path: Path) -> None:
     torch.jit.save(traced, str(path), _extra_files=_extra_files(job))
 
 
-def load_torchscript(job: Job, path: Path) -> tuple[str, Run]:
-    module = torch.jit.load(str(path), map_location="cpu")
-    return f"torch.jit {torch.__version__}", lambda x: flatten(module(x))
+def open_torchscript(path: Path, *, threads: int | None = None) -> Opened:
+    """The traced module on CPU; torch's own thread setting applies (`threads` is not torch's to change here)."""
+    extra = {EXTRA_FILE: ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return Opened(lambda x: flatten(module(x)), f"torch.jit {torch.__version__}", _metadata(extra))
 
 
 def write_exported_program(job: Job, path: Path) -> None:
@@ -30,6 +35,13 @@ def write_exported_program(job: Job, path: Path) -> None:
     job.exporter = "torch.export"
 
 
-def load_exported_program(job: Job, path: Path) -> tuple[str, Run]:
-    module = torch.export.load(str(path)).module()
-    return f"torch.export {torch.__version__}", lambda x: flatten(module(x))
+def open_exported_program(path: Path, *, threads: int | None = None) -> Opened:
+    """The program's module on CPU, like `open_torchscript`."""
+    extra = {EXTRA_FILE: ""}
+    module = torch.export.load(str(path), extra_files=extra).module()
+    return Opened(lambda x: flatten(module(x)), f"torch.export {torch.__version__}", _metadata(extra))
+
+
+def _metadata(extra: dict[str, str | bytes]) -> dict[str, str]:
+    text = extra.get(EXTRA_FILE) or ""
+    return json.loads(text) if text else {}

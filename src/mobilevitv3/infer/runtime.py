@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..export import open_exported
 from ..models import Identity, create_model
 from ..models.identity import Identified
 from ..train.config import TrainConfig
@@ -75,30 +76,6 @@ class RuntimeModel(Identified, nn.Module):
         return self.skeleton.loss(*args, **kwargs)
 
 
-def _onnx(path: Path, threads: int | None):
-    import onnx
-    from ..export.onnx import ort_session
-    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    session = ort_session(path, threads=threads)
-    name = session.get_inputs()[0].name
-    from ..export.job import package_version
-    return meta, lambda x: [torch.from_numpy(o) for o in session.run(None, {name: x.numpy()})], \
-        package_version("onnxruntime")
-
-
-def _pte(path: Path, threads: int | None):
-    from executorch.runtime import Runtime
-    from ..export.job import package_version
-    from ..export.pt2e import read_pte_metadata
-    if threads:
-        from executorch.extension.pybindings import portable_lib
-        portable_lib._unsafe_reset_threadpool(threads)   # XNNPACK's pool; the only knob the bindings offer
-    program = Runtime.get().load_program(str(path))
-    method = program.load_method("forward")
-    return read_pte_metadata(program), lambda x: list(method.execute([x])), \
-        f"{package_version('executorch')} (XNNPACK)"
-
-
 def load_runtime_model(path: str | Path, *, threads: int | None = None) -> RuntimeModel:
     """A `.onnx` or `.pte` file written by this package's export or quantize, as an eval-mode model."""
     path = Path(path)
@@ -106,14 +83,14 @@ def load_runtime_model(path: str | Path, *, threads: int | None = None) -> Runti
         raise UserError(f"file not found: {path}")
     if path.suffix not in RUNTIME_SUFFIXES:
         raise UserError(f"{path}: not an exported model (expected {' or '.join(RUNTIME_SUFFIXES)})")
-    opener = _onnx if path.suffix == ".onnx" else _pte
     module = "onnxruntime" if path.suffix == ".onnx" else "executorch"
     try:
-        meta, run, runtime = opener(path, threads)
+        opened = open_exported(path, threads=threads)
     except ImportError:
         raise UserError(f"running {path.name} needs the Python package {module}: pip install {module}") from None
     except Exception as e:  # noqa: BLE001 -- a corrupt or foreign file: one line
         raise UserError(f"cannot load {path}: {str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from None
+    meta, run, runtime = opened.metadata, opened.run, opened.runtime
     if "identity" not in meta:
         raise UserError(f"{path} carries no mobilevitv3 metadata (not written by this package's export or "
                         f"quantize), so its model and preprocessing are unknown")
