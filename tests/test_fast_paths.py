@@ -10,7 +10,6 @@ import mobilevitv3
 from mobilevitv3.cli import main
 from mobilevitv3.layers import ConvNormAct
 from mobilevitv3.layers.attention import LinearSelfAttention
-from mobilevitv3.layers.patches import from_grid, to_grid
 
 # One of each kind: v1 family, v3 on v1, v2 family, v3 on v2, segmentation (both heads), detection.
 SUBSET = ["mobilevit_xxs", "mobilevitv3_xxs", "mobilevitv2_050", "mobilevitv3_050",
@@ -96,29 +95,35 @@ def test_layout_is_the_callers_choice(name):
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in fast)
 
 
+def _grid_attention(attn: LinearSelfAttention, grid: torch.Tensor) -> torch.Tensor:
+    """Separable attention written out on a grid [B, d, P, N]: c = sum_N softmax_N(q) * k;  y = out(relu(v) * c)."""
+    d = grid.shape[1]
+    qkv = torch.einsum("oi,bipn->bopn", attn.qkv_proj.weight[:, :, 0, 0], grid) + attn.qkv_proj.bias[:, None, None]
+    q, k, v = qkv[:, :1], qkv[:, 1:1 + d], qkv[:, 1 + d:]
+    context = (torch.softmax(q, dim=-1) * k).sum(-1, keepdim=True)
+    y = torch.einsum("oi,bipn->bopn", attn.out_proj.weight[:, :, 0, 0], torch.relu(v) * context)
+    return y + attn.out_proj.bias[:, None, None]
+
+
 @pytest.mark.parametrize("patch", [2, 3])
-def test_linear_attention_on_the_map_equals_the_unfolded_grid(patch):
+def test_linear_attention_on_the_map_equals_the_formula_on_the_unfolded_grid(patch):
     torch.manual_seed(0)
-    on_map = LinearSelfAttention(8, patch=patch).eval()
-    on_grid = LinearSelfAttention(8).eval()
-    on_grid.load_state_dict(on_map.state_dict())
-    x = torch.randn(2, 8, 4 * patch, 5 * patch)
+    attn = LinearSelfAttention(8, patch=patch).eval()
+    b, d, nh, nw = 2, 8, 4, 5
+    x = torch.randn(b, d, nh * patch, nw * patch)
+    # unfold by hand: grid[b, c, r * patch + s, i * nw + j] = x[b, c, i * patch + r, j * patch + s]
+    grid = x.reshape(b, d, nh, patch, nw, patch).permute(0, 1, 3, 5, 2, 4).reshape(b, d, patch * patch, nh * nw)
     with torch.no_grad():
-        expected = from_grid(on_grid(to_grid(x, patch)), patch, *x.shape[-2:])
-        torch.testing.assert_close(on_map(x), expected, rtol=1e-5, atol=1e-6)
+        y = _grid_attention(attn, grid).reshape(b, d, patch, patch, nh, nw).permute(0, 1, 4, 2, 5, 3)
+        torch.testing.assert_close(attn(x), y.reshape(x.shape), rtol=1e-5, atol=1e-6)
 
 
 def test_linear_attention_grid_matches_the_formula():
-    """Separable attention written out: c = sum_N softmax_N(q) * k;  y = out(relu(v) * c)."""
     torch.manual_seed(0)
     attn = LinearSelfAttention(6).eval()
     x = torch.randn(2, 6, 4, 9)  # [B, d, P, N]
-    qkv = torch.einsum("oi,bipn->bopn", attn.qkv_proj.weight[:, :, 0, 0], x) + attn.qkv_proj.bias[:, None, None]
-    q, k, v = qkv[:, :1], qkv[:, 1:7], qkv[:, 7:]
-    context = (torch.softmax(q, dim=-1) * k).sum(-1, keepdim=True)
-    y = torch.einsum("oi,bipn->bopn", attn.out_proj.weight[:, :, 0, 0], torch.relu(v) * context)
     with torch.no_grad():
-        torch.testing.assert_close(attn(x), y + attn.out_proj.bias[:, None, None], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(attn(x), _grid_attention(attn, x), rtol=1e-5, atol=1e-6)
 
 
 # AOT-eager backend: `fullgraph=True` fails on any graph break and AOTAutograd traces the graph, without paying for

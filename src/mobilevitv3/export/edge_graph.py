@@ -67,27 +67,23 @@ class MeanGroupNorm(nn.Module):
         return y * self.weight.reshape(c, 1, 1) + self.bias.reshape(c, 1, 1)
 
 
-class GridLinearAttention(nn.Module):
-    """`LinearSelfAttention` with its sums over the N patches as 4-D means and the context broadcast instead of
-    expanded. Map pixel (i*ph + r, j*pw + c) is pixel (r, c) of patch (i, j), as in the source."""
+class GridLinearAttention(LinearSelfAttention):
+    """`LinearSelfAttention` itself, with only its `gate` rewritten: the sum over the N patches as a 4-D mean and the
+    context broadcast instead of expanded. Map pixel (i*ph + r, j*pw + c) is pixel (r, c) of patch (i, j)."""
 
     def __init__(self, src: LinearSelfAttention) -> None:
-        super().__init__()
+        nn.Module.__init__(self)   # shares the source's projections: nothing new to build
         self.dim, self.patch, self.qkv_proj, self.out_proj = src.dim, src.patch, src.qkv_proj, src.out_proj
+        self.attn_drop = nn.Identity()   # eval-only copy: no dropout op left in the graph
 
-    def forward(self, x: Tensor) -> Tensor:
-        b, d, h, w = x.shape
-        ph, pw = (self.patch, self.patch) if self.patch else (h, 1)
+    @staticmethod
+    def gate(weighted: Tensor, values: Tensor, ph: int, pw: int) -> Tensor:
+        b, d, h, w = weighted.shape
         nh, nw = h // ph, w // pw
-        qkv = self.qkv_proj(x)                                                 # [B, 1 + 2d, H, W]
-        q, k, v = qkv[:, :1], qkv[:, 1:1 + d], qkv[:, 1 + d:]
-        scores = q.reshape(b, nh, ph, nw, pw).permute(0, 2, 4, 1, 3).reshape(b, ph * pw, nh * nw)  # [B, P, N]
-        scores = scores.softmax(dim=-1).reshape(b, ph, pw, nh, nw).permute(0, 3, 1, 4, 2).reshape(b, 1, h, w)
-        weighted = (k * scores).reshape(b, d, nh, ph, nw, pw).permute(0, 1, 3, 5, 2, 4)  # [B, d, ph, pw, nh, nw]
+        weighted = weighted.reshape(b, d, nh, ph, nw, pw).permute(0, 1, 3, 5, 2, 4)      # [B, d, ph, pw, nh, nw]
         context = weighted.reshape(b, d * ph * pw, nh, nw).mean(dim=(2, 3), keepdim=True) * float(nh * nw)
-        context = context.reshape(b, d, 1, ph, 1, pw)                          # sum over the N patches
-        out = F.relu(v).reshape(b, d, nh, ph, nw, pw) * context
-        return self.out_proj(out.reshape(b, d, h, w))
+        context = context.reshape(b, d, 1, ph, 1, pw)                                     # sum over the N patches
+        return (values.reshape(b, d, nh, ph, nw, pw) * context).reshape(b, d, h, w)
 
 
 def _replacement(module: nn.Module) -> nn.Module | None:

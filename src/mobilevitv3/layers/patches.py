@@ -1,10 +1,8 @@
 """Unfolding a feature map into 2x2-patch sequences and back, as views + one permute each way.
 
-MobileViT attends *across* patches: sequence p holds pixel p (row-major inside the patch) of every patch.
-Two layouts are used by the two official families:
-- tokens   [B*P, N, C]  (v1 family, multi-head attention over the last dim)
-- grid     [B, C, P, N] (v2 family, 1x1 convs and separable attention over N; the model itself never builds it:
-           its v2 layers work on the map directly, see attention.py; kept as the reference layout)
+MobileViT attends *across* patches: sequence p holds pixel p (row-major inside the patch) of every patch, as
+tokens [B*P, N, C] (v1 family, multi-head attention over the last dim). The v2 family's grid [B, C, P, N] is never
+built: its layers work on the map directly (attention.py).
 """
 from __future__ import annotations
 
@@ -29,19 +27,3 @@ def from_tokens(x: Tensor, patch: int, height: int, width: int, *, channels_last
         x = x.permute(0, 3, 1, 4, 2, 5).reshape(-1, height, width, c)  # [B, nh, ph, nw, pw, C] = [B, H, W, C]
         return x.permute(0, 3, 1, 2)                                    # [B, C, H, W] view, channels-last memory
     return x.permute(0, 5, 3, 1, 4, 2).reshape(-1, c, height, width)   # [B, C, nh, ph, nw, pw] -> [B, C, H, W]
-
-
-def to_grid(x: Tensor, patch: int) -> Tensor:
-    """[B, C, H, W] -> [B, C, P, N]; H and W must be multiples of `patch`."""
-    b, c, h, w = x.shape
-    nh, nw = h // patch, w // patch
-    x = x.reshape(b, c, nh, patch, nw, patch).permute(0, 1, 3, 5, 2, 4)  # [B, C, ph, pw, nh, nw]
-    return x.reshape(b, c, patch * patch, nh * nw)
-
-
-def from_grid(x: Tensor, patch: int, height: int, width: int) -> Tensor:
-    """Inverse of `to_grid`: [B, C, P, N] -> [B, C, H, W]."""
-    b, c = x.shape[:2]
-    nh, nw = height // patch, width // patch
-    x = x.reshape(b, c, patch, patch, nh, nw).permute(0, 1, 4, 2, 5, 3)  # [B, C, nh, ph, nw, pw]
-    return x.reshape(b, c, height, width)
