@@ -57,9 +57,19 @@ def test_workers_are_separate_processes_with_their_threads(two_workers):
 
 
 def test_benchmark_records_environment(report):
+    import importlib.metadata
+    import platform
+
+    import torch
     env = report["environment"]
-    assert env["cpu"] and env["cores"] >= 1 and env["threads"] == 1
-    assert len(env["loadavg_before"]) == 3 and len(env["loadavg_after"]) == 3 and env["loadavg_during_max"] >= 0
+    assert env["cpu"] == timing.cpu_model() != "" and env["cores"] == len(os.sched_getaffinity(0))
+    assert env["threads"] == 1 and (env["torch"], env["python"]) == (torch.__version__, platform.python_version())
+    assert {m: env[m] for m in ("timm", "onnxruntime")} == {m: importlib.metadata.version(m)
+                                                            for m in ("timm", "onnxruntime")}
+    assert "executorch" not in env   # only the runtimes that were timed
+    for key in ("loadavg_before", "loadavg_after"):
+        assert len(env[key]) == 3 and all(v >= 0 for v in env[key])
+    assert env["loadavg_during_max"] >= 0   # the 1-minute figure of the samples taken between turns
 
 
 def test_benchmark_times_every_runtime_in_its_own_process(report):
@@ -120,7 +130,22 @@ def test_default_threads_splits_the_cores_between_local_ranks(monkeypatch):
     assert distributed.default_threads(4) == 2
 
 
-def test_busy_cores_is_a_share_of_the_machine():
-    from mobilevitv3.train.distributed import busy_cores
-    busy = busy_cores(0.05)
-    assert busy is None or 0.0 <= busy <= os.cpu_count()
+def test_busy_cores_is_the_non_idle_share_of_proc_stat_times_the_cpu_count(monkeypatch):
+    import io
+
+    from mobilevitv3.train import distributed
+    # user nice system idle iowait irq softirq steal: over the interval 300 jiffies, 100 of them idle or iowait
+    samples = iter(["cpu  100 0 50 800 50 0 0 0\n", "cpu  200 0 100 900 50 0 0 50\n"])
+    monkeypatch.setattr(distributed, "open", lambda path: io.StringIO(next(samples)), raising=False)
+    monkeypatch.setattr(distributed.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(distributed.os, "cpu_count", lambda: 4)
+    assert distributed.busy_cores(0.05) == pytest.approx(4 * 200 / 300)   # steal time counts as busy
+
+
+def test_busy_cores_is_none_where_proc_stat_cannot_be_read(monkeypatch):
+    from mobilevitv3.train import distributed
+
+    def unreadable(path):
+        raise OSError("no /proc here")
+    monkeypatch.setattr(distributed, "open", unreadable, raising=False)
+    assert distributed.busy_cores(0.0) is None

@@ -10,7 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
-from dense_data import make_ade20k, make_coco, make_voc
+from dense_data import CATEGORIES, make_ade20k, make_coco, make_voc
 from mobilevitv3 import create_model
 from mobilevitv3.cli import main
 from mobilevitv3.data.det_transforms import DetAugment
@@ -87,8 +87,17 @@ def test_detection_trains_evaluates_and_predicts_through_the_cli(tmp_path, capsy
                        str(data), "--workers", "0"])
     assert ev["map"] == pytest.approx(record["val_map"]) and ev["images"] == 3   # the same COCOeval protocol
     image = next((data / "val2017").glob("*.jpg"))
-    (pred,) = _run(capsys, ["predict", "ssdlite_mobilevitv3_xxs.coco", "--weights", str(out / "best.pt"), str(image)])
-    assert pred["size"] == [96, 128] and isinstance(pred["detections"], list)
+    (pred,) = _run(capsys, ["predict", "ssdlite_mobilevitv3_xxs.coco", "--weights", str(out / "best.pt"), str(image),
+                            "--score-threshold", "0", "--top-k", "3"])
+    found = pred["detections"]
+    assert pred["size"] == [96, 128] and len(found) == 3   # the 3 best above the model's own 0.05 threshold
+    scores = [d["score"] for d in found]
+    assert scores == sorted(scores, reverse=True) and min(scores) >= 0.05
+    names = ["background"] + [c["name"] for c in CATEGORIES]   # the checkpoint's classes: the data's 3 + background
+    for d in found:   # boxes in pixels of the 128x96 original, corners ordered, the label's name from the checkpoint
+        x1, y1, x2, y2 = d["box"]
+        assert 0 <= x1 <= x2 <= 128 and 0 <= y1 <= y2 <= 96
+        assert 1 <= d["label"] <= 3 and d["name"] == names[d["label"]]
 
 
 def test_bad_data_folder_is_one_line_error(tmp_path, capsys):

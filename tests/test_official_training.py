@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from mobilevitv3 import create_model
 from mobilevitv3.models.init import init_weights
 from mobilevitv3.train.averaging import (BestTracker, average_state_dicts, official_ema_update, pool_name)
-from mobilevitv3.train.optim import LRSchedule, group_lrs, is_step_boundary, official_lr, schedule_counter
+from mobilevitv3.train.optim import LRSchedule, group_lrs, is_step_boundary, official_lr
 
 
 def _built(name: str, family: str) -> torch.nn.Module:
@@ -119,10 +119,28 @@ def test_official_lr_never_reaches_min_lr():
     assert last == 0.00020005
 
 
-def test_schedule_counter_v1_counts_micro_batches():
-    # accum_freq 2: after 3 optimiser steps (6 micro-batches) v1's warm-up is at 6, v2's at 3
-    assert schedule_counter("v1", micro_batches=6, optimizer_steps=3) == 6
-    assert schedule_counter("v2", micro_batches=6, optimizer_steps=3) == 3
+def test_trainer_advances_the_v2_lr_counter_per_optimiser_step(tmp_path, monkeypatch):
+    """training.md §3: v2 advances the warm-up counter at the accumulation boundary. What the trainer passes to the
+    schedule, micro-batch by micro-batch, with accum 2 over 4 micro-batches: 0, 0, 1, 1; two steps saved."""
+    from PIL import Image
+
+    from mobilevitv3.cli import main
+    for split, n in (("train", 4), ("val", 1)):
+        for c, colour in (("a", (230, 0, 0)), ("b", (0, 230, 0))):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for k in range(n):
+                Image.new("RGB", (36, 36), colour).save(tmp_path / "data" / split / c / f"{k}.png")
+    seen, apply = [], LRSchedule.apply
+
+    def spy(self, optimizer, iteration, epoch):
+        seen.append(iteration)
+        return apply(self, optimizer, iteration, epoch)
+    monkeypatch.setattr(LRSchedule, "apply", spy)
+    assert main(["train", "--model", "mobilevitv3_050", "--image-size", "32", "--batch-size", "2", "--accum-steps",
+                 "2", "--epochs", "1", "--threads", "1", "--workers", "0", "--warmup-iterations", "2", "--data",
+                 str(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 0
+    assert seen == [0, 0, 1, 1]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 2
 
 
 def test_is_step_boundary_drops_leftover_micro_batches():

@@ -308,10 +308,6 @@ def _validate(cfg: BenchConfig) -> None:
             import timm  # noqa: F401
         except ImportError:
             raise UserError("--vs timm needs timm installed (pip install timm)") from None
-    if "int8" in cfg.runtimes:
-        import importlib.util
-        if importlib.util.find_spec("mobilevitv3.export.quantize") is None:
-            raise UserError("--runtime int8 needs mobilevitv3.export.quantize, which this version lacks")
     if "executorch" in cfg.runtimes:
         try:
             import executorch  # noqa: F401

@@ -54,8 +54,8 @@ class Task:
 
     `evaluate(model, loader, *, device, autocast, channels_last) -> dict[str, float]`
         Called on EVERY rank with the rank's shard of the validation set, in eval mode, under `torch.no_grad()`;
-        `model` is the unwrapped raw model or its EMA copy. Return metrics reduced over all ranks (torchmetrics
-        metrics do this in `compute()` when torch.distributed is initialised). The dict must contain
+        `model` is the unwrapped raw model or its EMA copy. Return metrics reduced over all ranks (the counters of
+        tasks/metrics.py sum theirs with one all_reduce when torch.distributed is initialised). The dict must contain
         `self.main_metric` (used for `best.pt`) and may contain `skipped_count`. `autocast` is a context-manager
         factory (call it: `with autocast(): ...`).
 
