@@ -67,7 +67,8 @@ class Worker:
 
     def time(self, fn: Callable[[], object], n: int) -> list[float]:
         """Seconds per call: a monotonic clock around each call; on CUDA a pair of CUDA events and a synchronize
-        (the official latency protocol)."""
+        (the official latency protocol). Not torch.utils.benchmark.Timer: the harness needs every call's own time
+        (medians and percentiles over turns interleaved across worker processes), where Timer gives block means."""
         if self.spec.device == "cuda" and self.built.torch_ops:
             out = []
             for _ in range(n):
@@ -97,6 +98,7 @@ def sgemm_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 def _seconds(fn: Callable[[], object]) -> float:
+    """One call's wall time: sgemm_gflops keeps the best call (the rate the cores reach), not Timer's block mean."""
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start

@@ -7,12 +7,13 @@ are separate so that export and training can use the raw outputs. Class 0 is bac
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
+from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_convert
 
 from ..layers import ConvNormAct
@@ -123,6 +124,9 @@ class SSDLite(Identified, nn.Module):
         """Priors [A, 4] as (cx, cy, w, h) in [0, 1], in the order of `forward`'s outputs."""
         return _anchors(tuple(self.feature_sizes(height, width)), self.cfg)
 
+    # The official centre-form box coding against (cx, cy, w, h) priors, kept by hand: torchvision's BoxCoder codes
+    # against corner boxes (priors converted there and back: rounding) and clamps the log-sizes at log(1000 / 16),
+    # which the official decode does not.
     def decode(self, box_regressions: Tensor, anchors: Tensor) -> Tensor:
         """Regressions [..., A, 4] -> corner boxes (x1, y1, x2, y2) in [0, 1] units."""
         c = self.cfg
@@ -190,15 +194,12 @@ class SSDLite(Identified, nn.Module):
 
 @lru_cache(maxsize=16)
 def _anchors(sizes: tuple[tuple[int, int], ...], cfg: SSDConfig) -> Tensor:
+    """torchvision's SSD default boxes are the official priors: per location (s_k, s_k), (s'_k, s'_k), then
+    (s_k sqrt(r), s_k / sqrt(r)) and its transpose per ratio, centres ((x + 0.5) / W, (y + 0.5) / H) row-major over
+    each map, widths and heights clipped to [0, 1]. It gives corners; back to (cx, cy, w, h) they are the official
+    priors to float rounding (1.2e-7 at 320x320)."""
     scales = torch.linspace(cfg.min_scale, cfg.max_scale, len(sizes) + 1).tolist()
-    out = []
-    for k, ((fh, fw), ratios) in enumerate(zip(sizes, cfg.aspect_ratios)):
-        s, s_next = scales[k], math.sqrt(scales[k] * scales[k + 1])
-        shapes = [(s, s), (s_next, s_next)]
-        for r in sorted(set(ratios)):
-            shapes += [(s * math.sqrt(r), s / math.sqrt(r)), (s / math.sqrt(r), s * math.sqrt(r))]
-        ys, xs = torch.meshgrid((torch.arange(fh) + 0.5) / fh, (torch.arange(fw) + 0.5) / fw, indexing="ij")
-        centers = torch.stack([xs, ys], dim=-1).reshape(-1, 1, 2).expand(-1, len(shapes), 2)  # [h*w, n, 2]
-        wh = torch.tensor(shapes).expand(fh * fw, -1, -1)                                     # [h*w, n, 2]
-        out.append(torch.cat([centers, wh], dim=-1).reshape(-1, 4))
-    return torch.cat(out).clamp(0, 1)
+    boxes = DefaultBoxGenerator([sorted(set(r)) for r in cfg.aspect_ratios], scales=scales, clip=True)
+    unit = ImageList(torch.empty(1, 0, 1, 1), [(1, 1)])          # an image of size 1: boxes in [0, 1] units
+    corners = boxes(unit, [torch.empty(1, 0, h, w) for h, w in sizes])[0]
+    return box_convert(corners, "xyxy", "cxcywh")

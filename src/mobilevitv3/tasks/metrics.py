@@ -40,7 +40,8 @@ def rank_sum(value: float, device: torch.device) -> float:
 
 
 class Accuracy:
-    """Top-1 / top-k hits, summed loss and image count over a data set (one tensor of counts)."""
+    """Top-1 / top-k hits, summed loss and image count over a data set (one tensor of counts). Not torchmetrics
+    (not a dependency): the loss sum travels in the same tensor, so one all_reduce gives every rank all four."""
 
     def __init__(self, num_classes: int, k: int = 5, device: torch.device | str = "cpu") -> None:
         self.k = min(k, num_classes)
