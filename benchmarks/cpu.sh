@@ -5,14 +5,16 @@
 # Steps: main (the main job, bash scripts/main.sh), timm (ours vs timm, eager NCHW / channels-last and onnxruntime),
 # cli (CLI vs plain script), paths (fastest fp32 path candidates), zoo (every classifier, eager / optimized / int8,
 # with the FLOP limit), scaling (input size, batch, attention share), int8 (benchmarks/quantization.py).
-# ~60 minutes on the project's 2-core VM. Each step writes its JSON (and Markdown) into OUT_DIR; stderr to *.err.
+# ~60 minutes on the project's 2-core VM. Each step writes its JSON (and Markdown) into OUT_DIR; its stderr (logs and
+# progress bars, not results) to runs/bench-logs/STEP.log, outside the results.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/venv.sh
 OUT="${1:-benchmarks/results/cpu-$(date -u +%F)}"
 shift || true
 STEPS="${*:-main timm cli paths zoo scaling int8}"
-mkdir -p "$OUT"
+mkdir -p "$OUT" runs/bench-logs
+LOG=runs/bench-logs
 PY=.venv/bin/python
 MV=.venv/bin/mobilevitv3
 BASELINES="mobilevit_xxs mobilevit_s mobilevitv2_050 mobilevitv2_100"
@@ -30,31 +32,31 @@ for step in $STEPS; do
     case "$step" in
     main)   # the README's main job, from a fresh run folder (under runs/: its checkpoints stay out of git)
         rm -rf runs/bench-main-job
-        $MV train --model mobilevitv3_xxs --out runs/bench-main-job > "$OUT/main_job.json" 2> "$OUT/main_job.err"
+        $MV train --model mobilevitv3_xxs --out runs/bench-main-job > "$OUT/main_job.json" 2> "$LOG/main_job.log"
         cp runs/bench-main-job/metrics.jsonl "$OUT/main_job_metrics.jsonl" ;;
     timm)   # same layout on both sides; the ONNX rows: each side's own export in onnxruntime
         $MV bench $BASELINES --vs timm --runtime eager onnxruntime --threads 2 --runs 100 --flop-limit --no-train \
-            > "$OUT/vs_timm_nchw.json" 2> "$OUT/vs_timm_nchw.err"
+            > "$OUT/vs_timm_nchw.json" 2> "$LOG/vs_timm_nchw.log"
         quiet "$step channels-last"
         $MV bench $BASELINES --vs timm --channels-last --threads 2 --runs 100 --no-train \
-            > "$OUT/vs_timm_cl.json" 2> "$OUT/vs_timm_cl.err" ;;
+            > "$OUT/vs_timm_cl.json" 2> "$LOG/vs_timm_cl.log" ;;
     cli)
         $PY benchmarks/cli_vs_script.py --models mobilevitv3_xxs mobilevit_xxs --threads 2 --runs 200 --repeats 3 \
-            > "$OUT/cli_vs_script.jsonl" 2> "$OUT/cli_vs_script.err" ;;
+            > "$OUT/cli_vs_script.jsonl" 2> "$LOG/cli_vs_script.log" ;;
     paths)
         $PY benchmarks/fast_paths.py --models mobilevitv3_xxs mobilevitv3_050 --threads 2 --runs 100 \
-            --out "$OUT/fast_paths.json" > "$OUT/fast_paths.md" 2> "$OUT/fast_paths.err" ;;
+            --out "$OUT/fast_paths.json" > "$OUT/fast_paths.md" 2> "$LOG/fast_paths.log" ;;
     zoo)
         $PY benchmarks/zoo_latency.py --threads 2 --runs 50 --out "$OUT/zoo_latency" \
-            > /dev/null 2> "$OUT/zoo_latency.err" ;;
+            > /dev/null 2> "$LOG/zoo_latency.log" ;;
     scaling)
         $PY benchmarks/scaling.py --models mobilevitv3_xxs mobilevitv3_s mobilevitv3_050 mobilevitv3_100 \
-            --batches 1 4 16 --runs 10 --out "$OUT/scaling" > /dev/null 2> "$OUT/scaling.err" ;;
+            --batches 1 4 16 --runs 10 --out "$OUT/scaling" > /dev/null 2> "$LOG/scaling.log" ;;
     int8)   # digits classifiers trained by the step itself; dense checkpoints when scripts/scenes.sh left them
         dense=()
         for run in runs/scenes-seg runs/scenes-det; do [ -f "$run/best.pt" ] && dense+=("$run/best.pt"); done
         $PY benchmarks/quantization.py --rounds 3 --iters 30 --threads 2 ${dense[@]:+--dense "${dense[@]}"} \
-            --out "$OUT/quantization" > /dev/null 2> "$OUT/quantization.err" ;;
+            --out "$OUT/quantization" > /dev/null 2> "$LOG/quantization.log" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
     esac
 done
