@@ -21,8 +21,9 @@ def table(report: dict) -> list[str]:
     for row in report["results"]:
         for label, s in row["runtimes"].items():
             ratio = row.get("vs_timm_by_runtime", {}).get(label.split("/")[1], {}).get("latency_ms_median")
+            shown = f"{ratio:.2f}" if ratio and label.startswith("ours") else ""
             lines.append(f"| {row['name']} | {label} | {s['latency_ms_median']:.2f} | {s['throughput_img_s']:.0f} | "
-                         f"{s.get('train_img_s') or 0:.0f} | {f'{ratio:.2f}' if ratio and label.startswith('ours') else ''} |")
+                         f"{s.get('train_img_s') or 0:.0f} | {shown} |")
     return lines
 
 

@@ -70,8 +70,8 @@ def timed_rounds(files: dict[str, str], threads: int, iters: int, rounds: int) -
 # ---- files and SNR on fixture weights ---------------------------------------------------------------------------
 def fixture_model(name: str, tmp: Path):
     sys.path.insert(0, str(HERE.parent / "tests"))
-    from official import load_fixture, official_state_dict
     from mobilevitv3 import create_model
+    from official import load_fixture, official_state_dict
     path = tmp / f"{name}.official.pt"
     torch.save(official_state_dict(load_fixture(f"{name}.in1k")), path)
     return create_model(f"{name}.in1k", weights=str(path)).eval()
@@ -111,6 +111,7 @@ def build_files(name: str, tmp: Path, executorch: bool) -> tuple[dict[str, str],
 def cli_json(*args: str) -> dict:
     from contextlib import redirect_stdout
     from io import StringIO
+
     from mobilevitv3.cli import main
     buf = StringIO()
     with redirect_stdout(buf):

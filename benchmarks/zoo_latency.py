@@ -55,8 +55,9 @@ def main() -> None:
         json.dump(report, f, indent=1)
     series = {}
     for runtime in args.runtimes:
-        series[f"ours {runtime}"] = [(r["name"], r["runtimes"][f"ours/{runtime}"]["latency_ms_median"],
-                                      REPORTED_TOP1[r["name"]]) for r in report["results"] if r["name"] in REPORTED_TOP1]
+        series[f"ours {runtime}"] = [
+            (r["name"], r["runtimes"][f"ours/{runtime}"]["latency_ms_median"], REPORTED_TOP1[r["name"]])
+            for r in report["results"] if r["name"] in REPORTED_TOP1]
     env = report["environment"]
     accuracy_chart(series, f"{args.out}.png", title=f"ImageNet-1k top-1 (reported) vs latency measured on "
                    f"{env['cpu']}, {env['threads']} threads, batch 1, 256x256, fp32 ({time.strftime('%Y-%m-%d')})")

@@ -272,6 +272,7 @@ def test_fuse_export_folds_real_batchnorm_statistics(tmp_path):
 
 def _parse(argv):
     import argparse
+
     from mobilevitv3.commands import export as command
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

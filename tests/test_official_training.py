@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from mobilevitv3 import create_model
 from mobilevitv3.models.init import init_weights
-from mobilevitv3.train.averaging import (BestTracker, average_state_dicts, official_ema_update, pool_name)
+from mobilevitv3.train.averaging import BestTracker, average_state_dicts, official_ema_update, pool_name
 from mobilevitv3.train.optim import LRSchedule, group_lrs, is_step_boundary, official_lr
 
 
@@ -61,7 +61,8 @@ def test_init_weights_v2_deeplab_head_keeps_pytorch_default():
     assert abs(head.classifier.conv.bias.std().item() - 0.0255) < 0.01
 
 
-@pytest.mark.parametrize("name,family", [("ssdlite_mobilevitv3_xxs.coco", "v1"), ("ssdlite_mobilevitv3_050.coco", "v2")])
+@pytest.mark.parametrize("name,family", [("ssdlite_mobilevitv3_xxs.coco", "v1"),
+                                         ("ssdlite_mobilevitv3_050.coco", "v2")])
 def test_init_weights_ssd_heads_are_xavier_with_zero_bias(name, family):
     model = _built(name, family)
     convs = [m for part in (model.extra_layers, model.ssd_heads) for m in part.modules()
@@ -196,7 +197,8 @@ def test_best_tracker_min_metric_and_ema_starts_from_raw_best():
 
 
 def test_average_state_dicts_float64_mean_and_truncated_integers():
-    states = [{"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}, {"w": torch.tensor([2.0, 4.0]), "n": torch.tensor(4)}]
+    states = [{"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)},
+              {"w": torch.tensor([2.0, 4.0]), "n": torch.tensor(4)}]
     out = average_state_dicts(states)
     assert torch.equal(out["w"], torch.tensor([1.5, 3.0])) and out["n"].item() == 3 and out["n"].dtype == torch.int64
 
@@ -306,6 +308,7 @@ def _nullcontext():
 
 def test_v1_segmentation_protocol_is_opencv_512_in_bgr(tmp_path):
     import cv2
+
     from mobilevitv3.tasks import get_task
     from mobilevitv3.train.config import TrainConfig
     data = _one_image_voc(tmp_path, (375, 500))

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from ..errors import UserError
@@ -155,7 +155,7 @@ def run_pool(specs: list[Spec], cfg: BenchConfig, loads: list[float]) -> dict[st
             for label, times in rounds(workers, "infer", cfg.throughput_batch, min(cfg.warmup, 3),
                                        cfg.throughput_runs, cfg.chunk, loads).items():
                 stats[label]["throughput_img_s"] = cfg.throughput_batch * len(times) / sum(times)
-        for w, spec in zip(workers, specs):
+        for w in workers:
             stats[w.label]["peak_memory_mb"] = w.request({"cmd": "memory", "kind": "infer",
                                                           "batch": cfg.batch_size})["mb"]
         trainers = [w for w in workers if setup[w.label]["train"]]
@@ -171,7 +171,7 @@ def run_pool(specs: list[Spec], cfg: BenchConfig, loads: list[float]) -> dict[st
         close_all(workers)
 
 
-def close_all(workers: list["WorkerProcess"]) -> None:
+def close_all(workers: list[WorkerProcess]) -> None:
     """Ask every worker to quit first, then wait for each: their interpreters shut down side by side."""
     for w in workers:
         w.quit()
@@ -179,7 +179,7 @@ def close_all(workers: list["WorkerProcess"]) -> None:
         w.close()
 
 
-def rounds(workers: list["WorkerProcess"], kind: str, batch: int, warmup: int, runs: int, chunk: int,
+def rounds(workers: list[WorkerProcess], kind: str, batch: int, warmup: int, runs: int, chunk: int,
            loads: list[float], turns: list[tuple[str, float, float]] | None = None) -> dict[str, list[float]]:
     """Per-call seconds of each worker: `warmup` untimed calls each, then rounds of `chunk` calls per worker.
     A lone worker has nothing to alternate with: it makes all `runs` calls in one turn, as a plain timing loop does
@@ -220,7 +220,7 @@ class WorkerProcess:
     def __init__(self, label: str) -> None:
         self.label, self.proc, self.log = label, None, None
 
-    def __enter__(self) -> "WorkerProcess":
+    def __enter__(self) -> WorkerProcess:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -324,7 +324,7 @@ def _loadavg() -> list[float] | None:
 
 def environment(cfg: BenchConfig, threads: int) -> dict:
     import torch
-    env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    env = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
            "torch": torch.__version__, "python": platform.python_version(), "cpu": cpu_model(),
            "cores": cores(), "threads": threads, "loadavg_before": _loadavg(),
            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}

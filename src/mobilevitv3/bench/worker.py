@@ -16,7 +16,8 @@ import json
 import os
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 import torch
 

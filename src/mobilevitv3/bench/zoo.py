@@ -48,5 +48,6 @@ def table(rows: list[dict]) -> str:
     lines = [f"{'model':44s} {'params':>11s} {'MACs (M)':>10s} {'true MACs':>10s}  reported"]
     for r in rows:
         rep = (f"{r['reported_params_m']}M / {r['reported_macs_m']}M" if "reported_params_m" in r else "")
-        lines.append(f"{r['name']:44s} {r['params']:>11,d} {r['macs'] / 1e6:>10.3f} {r['true_macs'] / 1e6:>10.1f}  {rep}")
+        macs = f"{r['macs'] / 1e6:>10.3f} {r['true_macs'] / 1e6:>10.1f}"
+        lines.append(f"{r['name']:44s} {r['params']:>11,d} {macs}  {rep}")
     return "\n".join(lines)

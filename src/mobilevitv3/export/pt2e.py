@@ -27,7 +27,9 @@ def _quantizer(*, qat: bool):
     """XNNPACK's symmetric per-channel config; post-training with min/max activation observers (its default
     histogram observers cost ~3 s per 64x64 image on this CPU for no measured accuracy gain, docs/export.md)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer, get_symmetric_quantization_config)
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from torchao.quantization.pt2e import MinMaxObserver
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
     if not qat:
@@ -115,7 +117,7 @@ class QATModel(Identified, nn.Module):
             raise ValueError(f"a QAT graph runs at its capture size {self.image_size}, got {tuple(x.shape[-2:])}")
         return self.graph(x)
 
-    def train(self, mode: bool = True) -> "QATModel":
+    def train(self, mode: bool = True) -> QATModel:
         from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
         self.training = mode   # not nn.Module.train: an exported graph switches through torchao only
         (move_exported_model_to_train if mode else move_exported_model_to_eval)(self.graph)

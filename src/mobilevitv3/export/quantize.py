@@ -2,10 +2,10 @@
 
 ONNX: the package's one ONNX export (BatchNorm folded), then onnxruntime.quantization's `quant_pre_process` and
 `quantize_static` in QDQ form: weights int8 symmetric per output channel, activations uint8 asymmetric (onnxruntime's
-x86 int8 kernels are u8s8; an s8 activation leaves most convs in float there), MinMax calibration by default (`--method percentile` measured better, below). The
-stem and the attention core (q/k scaling, QK^T, softmax, AV; in v2 the separable attention between its two 1x1
-projections) stay float: QLinearSoftmax is ~8x slower than the float softmax, int8 matmuls with 16-wide heads are no
-faster, and the stem is the most sensitive layer.
+x86 int8 kernels are u8s8; an s8 activation leaves most convs in float there), MinMax calibration by default
+(`--method percentile` measured better, below). The stem and the attention core (q/k scaling, QK^T, softmax, AV; in
+v2 the separable attention between its two 1x1 projections) stay float: QLinearSoftmax is ~8x slower than the float
+softmax, int8 matmuls with 16-wide heads are no faster, and the stem is the most sensitive layer.
 ExecuTorch: PT2E with the XNNPACK quantizer (`pt2e.py`). Every choice is measured in docs/export.md.
 Like `export`, the file is staged, run in its own runtime and compared with the float model (logit SNR) before it
 is renamed into place; bad input is a `UserError` raised before anything is written.
@@ -207,6 +207,7 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
     from .api import export
     from .onnx import open_onnx
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:

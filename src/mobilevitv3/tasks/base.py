@@ -6,7 +6,8 @@ owns what differs: data, loss, metrics and prediction.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn

@@ -2,7 +2,8 @@
 MixUp/CutMix), top-1/top-5 accuracy (`tasks.metrics.Accuracy`, reduced over DDP ranks), top-k prediction."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -2,8 +2,9 @@
 batch layout (a dict whose tensors the engine moves), class names, colours, and gathering across DDP ranks."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist

@@ -8,8 +8,9 @@ checkpoint; `best.pt` here follows mAP, the figure the paper reports).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -20,14 +21,23 @@ from torchvision.utils import draw_bounding_boxes
 
 from ..data.classes import class_names, coco_category_ids
 from ..data.coco import CocoBoxes
-from ..data.scenes import SceneBoxes, is_scenes, scene_spec
 from ..data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransform
 from ..data.official_det_aug import OfficialDetEvalTransform
+from ..data.scenes import SceneBoxes, is_scenes, scene_spec
 from ..errors import UserError
-from .metrics import COCO_STATS, coco_map, coco_results
 from .base import Task
 from .dense import (
-    all_gather, base_dataset, dense_input, is_head, names_for, palette, pil_to_image, rank_sum, stack_batch)
+    all_gather,
+    base_dataset,
+    dense_input,
+    is_head,
+    names_for,
+    palette,
+    pil_to_image,
+    rank_sum,
+    stack_batch,
+)
+from .metrics import COCO_STATS, coco_map, coco_results
 
 DISPLAY_SCORE = 0.3     # `predict` lists and draws detections at least this confident
 

@@ -7,8 +7,9 @@ label map resized (nearest) back to the original mask, one confusion matrix over
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,15 +18,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import draw_segmentation_masks
 
 from ..data.ade20k import ADE20K, ade20k_segmentation
-from ..data.scenes import SCENES, SceneMasks, is_scenes, scene_spec
 from ..data.classes import class_names
+from ..data.scenes import SCENES, SceneMasks, is_scenes, scene_spec
 from ..data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform, official_eval_transform
 from ..data.voc import VOC, voc_segmentation
 from ..errors import UserError
-from .metrics import ConfusionMatrix
 from .base import Task
-from .dense import (
-    base_dataset, dense_input, is_head, names_for, palette, pil_to_image, rank_sum, stack_batch)
+from .dense import base_dataset, dense_input, is_head, names_for, palette, pil_to_image, rank_sum, stack_batch
+from .metrics import ConfusionMatrix
 
 DATASETS = {"voc": (VOC, voc_segmentation), "ade20k": (ADE20K, ade20k_segmentation), "scenes": (SCENES, None)}
 
