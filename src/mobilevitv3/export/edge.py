@@ -60,8 +60,9 @@ def open_coreml(path: Path, *, threads: int | None = None) -> Opened:
     metadata = dict(spec.description.metadata.userDefined)
     inputs = [i.name for i in spec.description.input]
     outputs = [o.name for o in spec.description.output]
-    expected = [metadata.get("input_name", "image")], json.loads(metadata.get("output_names", "null")) or outputs
-    if spec.WhichOneof("Type") != "mlProgram" or (inputs, outputs) != expected:
+    promised_outputs = json.loads(metadata["output_names"]) if "output_names" in metadata else outputs
+    if spec.WhichOneof("Type") != "mlProgram" or inputs != [metadata.get("input_name", "image")] \
+            or outputs != promised_outputs:
         raise RuntimeError(f"unexpected CoreML spec: {spec.WhichOneof('Type')}, inputs {inputs}, outputs {outputs}")
     version = package_version("coremltools")
     if platform.system() != "Darwin":

@@ -42,12 +42,17 @@ def write_onnx(job: Job, path: Path) -> None:
     folds = sorted({n.op_type for n in proto.graph.node if n.op_type in ("Col2Im", "Im2Col")})
     if folds:  # unfold/fold are reshapes here; a Col2Im node would need opset 18 and is slow on most runtimes
         raise RuntimeError(f"unexpected {', '.join(folds)} nodes in the graph")
-    del proto.metadata_props[:]
-    for key, value in job.metadata.items():
-        proto.metadata_props.add(key=key, value=value)
+    set_metadata(proto, job.metadata)
     proto.doc_string = f"{job.metadata['model']} exported by {job.metadata['producer']}"
     onnx.checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
+
+
+def set_metadata(proto, metadata: dict[str, str]) -> None:
+    """Replace an ONNX model's metadata_props (what `open_onnx` gives back as `Opened.metadata`)."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        proto.metadata_props.add(key=key, value=value)
 
 
 def open_onnx(path: str | Path, *, threads: int | None = None) -> Opened:

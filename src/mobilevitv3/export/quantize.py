@@ -209,12 +209,12 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .api import export
-    from .onnx import open_onnx
+    from .onnx import open_onnx, set_metadata
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
         # static batch 1: with a symbolic batch the 3-D linears stay MatMul + Add, which quantize as two ops and
         # run 1.2x slower than the Gemm (QGemm) onnxruntime fuses them into at a known shape
-        export(model, "onnx", fp32, image_size=tuple(images.shape[-2:]), fuse=True)
+        meta = export(model, "onnx", fp32, image_size=tuple(images.shape[-2:]), fuse=True)["metadata"]
         quant_pre_process(str(fp32), str(pre))
         graph = onnx.load(str(pre)).graph
         excluded = float_nodes(graph)
@@ -228,13 +228,10 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
                         nodes_to_exclude=excluded, calibrate_method={
                             "minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                             "entropy": CalibrationMethod.Entropy}[method])
-        meta = {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}
     proto = onnx.load(str(path))
     meta |= {"precision": "int8", "quantization": f"{package_version('onnxruntime')} quantize_static "
              f"QDQ u8s8 per-channel, {method}, {len(images)} calibration images, stem and attention core float"} | extra
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        proto.metadata_props.add(key=key, value=value)
+    set_metadata(proto, meta)
     onnx.save(proto, str(path))
     opened = open_onnx(path)
     return opened.run, "torch.onnx + onnxruntime.quantization (QDQ)", opened.runtime
