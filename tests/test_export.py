@@ -317,3 +317,15 @@ def test_open_exported_runs_the_file_and_gives_back_its_metadata(tmp_path, fmt):
 def test_open_exported_refuses_a_suffix_no_format_has(tmp_path):
     with pytest.raises(UserError, match=r"not an exported model \(expected one of \.onnx, \.pt, \.pt2"):
         open_exported(tmp_path / "m.bin")
+
+
+@needs_onnx
+def test_a_foreign_onnx_file_opens_without_metadata_and_is_refused_as_a_model(tmp_path):
+    from mobilevitv3.infer.runtime import load_runtime_model
+    path = tmp_path / "foreign.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 1).eval(), (torch.rand(1, 3, 8, 8),), str(path), dynamo=False,
+                      input_names=["x"])
+    opened = open_exported(path)
+    assert opened.metadata == {} and opened.run(torch.ones(1, 3, 8, 8))[0].shape == (1, 4, 8, 8)
+    with pytest.raises(UserError, match="carries no mobilevitv3 metadata"):
+        load_runtime_model(path)
