@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -121,13 +122,36 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     return ok
 
 
-def any_rank(*flags: bool, ctx: Dist) -> list[bool]:
-    """Per flag: True if it is True on any rank (one all-reduce for all flags; keeps ranks in lock-step)."""
+def max_ranks(*values: float, ctx: Dist) -> list[float]:
+    """Per value: its maximum over the ranks (one all-reduce for all values; keeps ranks in lock-step)."""
     if not ctx.enabled:
-        return list(flags)
-    t = torch.tensor([float(f) for f in flags], device=ctx.device)
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return t.tolist()
+
+
+def any_rank(*flags: bool, ctx: Dist) -> list[bool]:
+    """Per flag: True if it is True on any rank."""
+    return [bool(v) for v in max_ranks(*flags, ctx=ctx)]
+
+
+def gather(obj: Any, *, ctx: Dist) -> list[Any]:
+    """Every rank's `obj` (picklable plain types and CPU tensors), in rank order, on every rank."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] = [None] * ctx.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: Any, *, ctx: Dist) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not ctx.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def sum_ranks(values: dict[str, float], *, ctx: Dist) -> dict[str, float]:

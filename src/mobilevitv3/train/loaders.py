@@ -2,7 +2,6 @@
 across DDP ranks without padding, so every metric counts each image exactly once."""
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ from ..models import tags
 from . import distributed
 from .config import TrainConfig
 from .seeding import SeededBatches, SeededCollate, SeededSamples
+from .signals import ignore_in_worker
 
 
 @dataclass
@@ -21,11 +21,6 @@ class Loaders:
     train: DataLoader
     val: DataLoader
     sampler: MultiScaleBatchSampler
-
-
-def _worker_init(_: int) -> None:
-    # Ctrl-C reaches the whole process group; only the main process handles it (and saves), workers carry on.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def build_loaders(cfg: TrainConfig, task: Any, train_set: Dataset, val_set: Dataset,
@@ -40,7 +35,7 @@ def build_loaders(cfg: TrainConfig, task: Any, train_set: Dataset, val_set: Data
     sampler = MultiScaleBatchSampler(len(train_set), plan, num_replicas=ctx.world, rank=ctx.rank, seed=cfg.seed,
                                      kind=sampler_kind(cfg.sampler, family))   # the official sampler of the family
     common = {"num_workers": cfg.workers, "pin_memory": ctx.device.type == "cuda",
-              "worker_init_fn": _worker_init if cfg.workers else None, "persistent_workers": cfg.workers > 0}
+              "worker_init_fn": ignore_in_worker if cfg.workers else None, "persistent_workers": cfg.workers > 0}
     # Per-sample seeds (train/seeding.py): a resumed run, or one with another worker count, sees the same batches.
     train = DataLoader(SeededSamples(train_set), batch_sampler=SeededBatches(sampler, cfg.seed, ctx.rank),
                        collate_fn=SeededCollate(task.train_collate(cfg)),
