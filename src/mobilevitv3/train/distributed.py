@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 from ..errors import device_from
 
@@ -96,9 +97,21 @@ def setup(device: str = "auto", threads: int | None = None) -> Dist:
     if dev.type == "cpu":
         keep_freed_memory()
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world,
+                                store=_attempt_store(world))
         log.info("rank %d/%d on %s, %d threads", rank, world, dev, torch.get_num_threads())
     return Dist(rank, world, local_rank, local_world, dev)
+
+
+def _attempt_store(world: int) -> dist.Store | None:
+    """Under torchrun, the agent's store seen through a prefix of its own per restart attempt; None elsewhere (the
+    default env:// store). torch shares one agent store across attempts without a prefix, so a restarted rank that
+    reaches the process group first reads the previous attempt's addresses of the others and fails to connect."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                         timeout=default_pg_timeout)
+    return dist.PrefixStore(f"/mobilevitv3/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
 
 
 def keep_freed_memory(limit: int = 1 << 30) -> bool:
