@@ -144,11 +144,6 @@ def max_ranks(*values: float, ctx: Dist) -> list[float]:
     return t.tolist()
 
 
-def any_rank(*flags: bool, ctx: Dist) -> list[bool]:
-    """Per flag: True if it is True on any rank."""
-    return [bool(v) for v in max_ranks(*flags, ctx=ctx)]
-
-
 def gather(obj: Any, *, ctx: Dist) -> list[Any]:
     """Every rank's `obj` (picklable plain types and CPU tensors), in rank order, on every rank."""
     if not ctx.enabled:
