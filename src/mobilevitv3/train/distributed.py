@@ -69,8 +69,8 @@ def busy_cores(seconds: float = 0.25) -> float | None:
 
 def default_threads(local_world: int) -> int:
     """Every core for one process (cores / local world size under torchrun), minus the cores other processes are
-    using at this moment (sampled from /proc/stat, not the 1-minute load average, which still counts a job that
-    has just ended: at load 0.8 on an idle 2-core machine the old policy chose 1 thread).
+    using at this moment (sampled from /proc/stat: the 1-minute load average still counts a job that has just
+    ended, so at load 0.8 an idle 2-core machine would get 1 thread).
 
     The cap matters: OpenMP threads that find their core taken spin in every parallel region; on this project's
     shared 2-core machine at load ~7, a training step at 64x64 ran at 5 img/s with 2 threads against 76 img/s with

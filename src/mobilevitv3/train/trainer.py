@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..models import create_model, identity_record, split_arch
+from ..models import create_model, identity_record
 from ..tasks import get_task
 from ..weights import read_weights
 from . import checkpoints, distributed
@@ -29,7 +29,7 @@ from .checkpoints import Progress
 from .config import TrainConfig
 from .ema import ModelEMA
 from .loaders import Loaders, batch_len, build_loaders
-from .averaging import BestTracker, keep_official_files
+from .averaging import BestTracker, is_better, keep_official_files
 from .optim import LRSchedule, build_optimizer, is_step_boundary, param_groups
 from .run_folder import RunFolder, check_resume, check_shared, fingerprint, write_owner
 from .runlog import MetricsLog, plot_curves, read_config, write_config
@@ -63,7 +63,6 @@ def _amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 class Trainer:
     def __init__(self, cfg: TrainConfig, ctx: distributed.Dist) -> None:
         self.ctx, self.out = ctx, Path(cfg.out)
-        self.task = get_task(cfg.task or split_arch(cfg.model.split(".")[0])[0])
         self.cfg, self.model, self.loaders = self._build(cfg)
         self.amp_dtype = _amp(self.cfg, ctx.device)
         # QAT keeps no EMA: the fake-quant observers' buffers change shape on the first batch (per-channel ranges)
@@ -84,6 +83,7 @@ class Trainer:
     def _build(self, cfg: TrainConfig) -> tuple[TrainConfig, nn.Module, Loaders]:
         torch.manual_seed(cfg.seed)              # the same initial weights on every rank and every run
         model = create_model(cfg.model, num_classes=cfg.num_classes, **cfg.model_kwargs)  # its tag: preprocessing
+        self.task = get_task(model.identity.task)
         train_set, val_set = self.task.build_datasets(cfg, model)
         n = getattr(train_set, "num_classes", None)
         if cfg.num_classes is None and n is not None:
@@ -91,7 +91,7 @@ class Trainer:
         elif n is not None and cfg.num_classes != n and cfg.resume and (self.out / "last.pt").is_file():
             raise UserError(f"--resume: the run trains {cfg.num_classes} classes, but {cfg.data} has {n}; resume "
                             f"with the run's --data or start a new --out")
-        elif n is not None and cfg.num_classes != n and cfg.task in (None, self.task.name):
+        elif n is not None and cfg.num_classes != n:
             raise UserError(f"--num-classes {cfg.num_classes}, but {cfg.data} has {n} classes (with background "
                             f"for dense tasks); leave --num-classes out to take the data's count")
         if self.task.name == "classification" and n is not None and n < 2:
@@ -104,13 +104,14 @@ class Trainer:
         if self.classes and len(self.classes) == model.num_classes:
             model.identity = model.identity.with_classes(model.num_classes, self.classes)
         self.data_fingerprint = fingerprint(train_set, val_set)
+        family = model.identity.family           # the official sampler of the family (loaders)
         if cfg.qat:   # fake-quantized PT2E graph (export/pt2e.py); `quantize` converts its checkpoint to INT8
             from ..export.pt2e import QATModel
             model = QATModel(model, (cfg.image_size, cfg.image_size))
         model.to(self.ctx.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        return cfg, model, build_loaders(cfg, self.task, train_set, val_set, self.ctx)
+        return cfg, model, build_loaders(cfg, self.task, train_set, val_set, self.ctx, family=family)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if not self.ctx.enabled:
@@ -230,7 +231,7 @@ class Trainer:
                 break
             lr = self.schedule.apply(self.optimizer, p.iteration, p.epoch)
             batch = self.task.to_device(batch, ctx.device, channels_last=cfg.channels_last)
-            boundary = is_step_boundary(p.step, cfg.accum_steps)   # official: leftovers never step (issue 10)
+            boundary = is_step_boundary(p.step, cfg.accum_steps)   # official: leftover micro-batches never step
             with contextlib.nullcontext() if boundary or not ctx.enabled else self.ddp.no_sync():
                 with self.autocast():
                     loss, stats = self.task.training_loss(self.ddp, batch, cfg)
@@ -287,8 +288,9 @@ class Trainer:
         sign = 1 if self.task.higher_is_better else -1
         candidates = [("model", record[f"val_{key}"])] + ([("ema", record[f"ema_val_{key}"])] if self.ema else [])
         source, score = max(candidates, key=lambda c: sign * c[1] if math.isfinite(c[1]) else -math.inf)
-        # nothing scored (NaN: no image read, no class present) is never a best
-        improved = math.isfinite(score) and (p.best is None or sign * score > sign * p.best)
+        # the official rule (ties count as a new best); nothing scored (NaN: no image read) is never a best
+        improved = math.isfinite(score) and (p.best is None or is_better(score, p.best,
+                                                                          higher_is_better=self.task.higher_is_better))
         p.epoch, p.step = p.epoch + 1, 0
         if improved:
             p.best = score
@@ -298,9 +300,10 @@ class Trainer:
         if self.ctx.main:
             self._report(record)
         if not record.get("val_images"):   # every rank has the summed count
-            raise UserError(f"epoch {record['epoch']}: validation scored no image ({record.get('val_skipped_count', 0)} "
-                            f"unreadable), so there is no {key} and no best.pt; the epoch is saved in last.pt: fix "
-                            f"the validation data, then --resume")
+            unreadable = record.get("val_skipped_count", 0)
+            raise UserError(f"epoch {record['epoch']}: validation scored no image ({unreadable} unreadable), so there "
+                            f"is no {key} and no best.pt; the epoch is saved in last.pt: fix the validation data, then "
+                            f"--resume")
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
         with torch.no_grad():
@@ -327,7 +330,7 @@ class Trainer:
                  f"  ema_val_{key} {record[f'ema_val_{key}']:.2f}" if self.ema else "", record["lr"],
                  record["images_per_s"])
 
-    # ---- the official checkpoint files (training.md §4; helper A, issue 10) --------------------------------------
+    # ---- the official checkpoint files (training.md §4) -----------------------------------------------------------
     def _keep_official(self, record: dict[str, Any]) -> None:
         """checkpoint[_ema]_best.pt, the k-best pools and checkpoint[_ema]_avg.pt, raw and EMA streams apart."""
         if not self.cfg.k_best_checkpoints:
