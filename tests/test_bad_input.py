@@ -32,6 +32,8 @@ def place(tmp_path) -> Path:
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "last.pt").write_bytes(b"")
     torch.save({"model": {"w": torch.zeros(1)}, "x": Evil()}, tmp_path / "evil.pt")
+    (tmp_path / "dup.yaml").write_text("lr: 0.1\nepochs: 1\nlr: 0.2\n")
+    (tmp_path / "bool.yaml").write_text("batch_size: true\n")
     return tmp_path
 
 
@@ -45,6 +47,16 @@ CASES = {
     "ema momentum 5": (T + ["--ema-momentum", "5"], "ema_momentum"),
     "max steps 0": (T + ["--max-steps-per-epoch", "0"], "max_steps_per_epoch"),
     "warmup -1": (T + ["--warmup-iterations", "-1"], "warmup_iterations"),
+    "accum steps 1000": (T + ["--accum-steps", "1000"], "no optimiser step would be taken"),
+    "lr inf": (T + ["--lr", "inf"], "lr must be a finite number"),
+    "weight decay inf": (T + ["--weight-decay", "inf"], "weight_decay must be a finite number"),
+    "mixup alpha inf": (T + ["--mixup-alpha", "inf"], "mixup_alpha must be a finite number"),
+    "head lr multiplier inf": (T + ["--head-lr-multiplier", "inf"], "head_lr_multiplier must be a finite number"),
+    "rrc ratio inf": (T + ["--rrc-ratio", "1,inf"], "rrc_ratio must be two finite numbers"),
+    "recipe key twice": (T + ["-c", "{p}/dup.yaml"], "duplicate key 'lr' at line 3"),
+    "recipe batch size true": (T + ["-c", "{p}/bool.yaml"], "bad value for batch_size: True"),
+    "task bogus": (T + ["--task", "bogus"], "bad value for task: 'bogus'"),
+    "task of another model": (T + ["--task", "segmentation"], "--task segmentation does not fit --model mobilevitv3_xxs"),
     "eval batch 0": (T + ["--eval-batch-size", "0"], "eval_batch_size"),
     "threads 0": (T + ["--threads", "0"], "threads"),
     "num classes vs data": (T + ["--num-classes", "3"], "--num-classes 3, but digits has 10 classes"),
@@ -108,3 +120,11 @@ def test_untagged_dense_models_get_their_familys_head():
     assert sum(p.numel() for p in v1.parameters()) == 1_956_309 and v1.aux_head is None     # the v1 VOC release
     ssd = mobilevitv3.create_model("ssdlite_mobilevitv3_xxs", in_chans=1)
     assert ssd.anchors(64, 64).shape[-1] == 4                                    # the anchor probe takes 1 channel
+
+
+def test_a_flag_without_its_value_is_one_line_not_the_usage(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--epochs"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and err == ("mobilevitv3 train: error: argument --epochs: expected one argument "
+                                              "(see mobilevitv3 train --help)")

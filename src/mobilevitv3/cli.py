@@ -11,7 +11,9 @@ import importlib
 import json
 import logging
 import math
+import signal
 import sys
+import typing
 
 from .errors import UserError
 
@@ -28,9 +30,17 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a misused flag reported in one line like every other user error (the full usage of `train`,
+    one flag per config field, is 48 lines that bury the message); `--help` still shows it all."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only the chosen command's module is imported (fast start, heavy imports stay lazy)."""
-    parser = argparse.ArgumentParser(prog="mobilevitv3", description=__doc__.splitlines()[0])
+    parser = Parser(prog="mobilevitv3", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in COMMANDS.items():
@@ -54,9 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"mobilevitv3 {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"mobilevitv3 {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:   # Ctrl-C, or a signal the trainer turned into a saved stop (`signum`)
+        signum = getattr(e, "signum", signal.SIGINT)
+        detail = f": {e}" if str(e) else ""
+        print(f"mobilevitv3 {args.command}: interrupted ({signal.Signals(signum).name}){detail}", file=sys.stderr)
+        return 128 + signum   # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     if result is not None:
         print(json.dumps(_finite(result), indent=2, allow_nan=False))
     return 0

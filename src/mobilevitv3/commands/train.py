@@ -1,14 +1,14 @@
 """`mobilevitv3 train [-c RECIPE] [--model NAME] [--data DIR|digits] [--epochs N] [--out DIR] [--resume] ...`
 
-Every TrainConfig field is a `--field-name` flag; precedence defaults < recipe < flags. With `--resume`, the config
-saved in OUT/last.pt is the base and flags given now override it (e.g. `--epochs` to extend a run). Under torchrun
-every rank runs this; only rank 0 prints the summary.
+Every TrainConfig field is a `--field-name` flag; precedence defaults < recipe < flags. With `--resume` (or in a
+torchrun restart of the same job), the run's own config (OUT/last.pt's, else OUT/config.yaml) is the base and flags
+given now override it (e.g. `--epochs` to extend a run). Under torchrun every rank runs this; only rank 0 prints
+the summary.
 """
 import argparse
 import dataclasses
 import os
 import typing
-from pathlib import Path
 from typing import Any, Literal
 
 from ..train.config import FIELDS, HINTS, base_type
@@ -22,17 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace):
-    from ..train import resolve, train
-    from ..train.checkpoints import saved_config
-    overrides = overrides_from_args(args)
-    base = None
-    resume = str(overrides.get("resume", "false")).lower() in ("true", "1", "yes")
-    if resume:
-        out = Path(overrides.get("out") or resolve(args.recipe, {k: v for k, v in overrides.items()
-                                                                  if k != "resume"}).out)
-        base, _ = saved_config(out / "last.pt")
-    cfg = resolve(None if base else args.recipe, overrides, base=base)
-    summary = train(cfg)
+    from ..train import resolve_job, train
+    summary = train(resolve_job(args.recipe, overrides_from_args(args)))
     return summary if int(os.environ.get("RANK", "0")) == 0 else None
 
 

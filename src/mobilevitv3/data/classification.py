@@ -8,6 +8,7 @@ The training set takes `(index, height, width)` keys from the batch sampler (cro
 from __future__ import annotations
 
 import logging
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
 from ..errors import UserError
 from .images import try_read_bgr, try_read_rgb
@@ -98,8 +99,35 @@ def _split_dir(root: Path, split: str) -> Path:
                     f"{root}/{split}/<class>/<image>)")
 
 
+def _image_files(folder: Path, entered: set[str], found: set[str]) -> list[str]:
+    """Image files under `folder` in torchvision's order (sorted folders, sorted names), following symbolic links
+    but entering each real directory and taking each real file once (`entered`, `found`: real paths, shared by a
+    split's classes): a link back to a parent folder, or two links to one folder, add nothing."""
+    walked = []
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in entered:
+            dirs[:] = []
+            continue
+        entered.add(real)
+        dirs[:] = [d for d in dirs if os.path.realpath(os.path.join(root, d)) not in entered]
+        walked.append((root, names))
+    files = []
+    for root, names in sorted(walked):
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            real = os.path.realpath(path)
+            if name.lower().endswith(IMG_EXTENSIONS) and real not in found and os.path.isfile(real):
+                found.add(real)
+                files.append(path)
+    return files
+
+
 def _folder_items(folder: Path, class_to_idx: dict[str, int]) -> list[tuple[str, int]]:
-    items = make_dataset(folder, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    entered: set[str] = {os.path.realpath(folder)}
+    found: set[str] = set()
+    items = [(path, class_to_idx[c]) for c in sorted(class_to_idx) if (folder / c).is_dir()
+             for path in _image_files(folder / c, entered, found)]
     if not items:
         raise UserError(f"{folder}: no images found (extensions: {', '.join(IMG_EXTENSIONS)})")
     counts = {c: 0 for c in class_to_idx}

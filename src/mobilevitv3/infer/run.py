@@ -88,6 +88,9 @@ def evaluate(source: str, *, weights: str | None = None, data: str, batch_size: 
     autocast = (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype else (lambda: torch.autocast(
         dev.type, enabled=False))
     metrics = task.evaluate(model, loader, device=dev, autocast=autocast)
+    if not metrics.get("images"):
+        raise UserError(f"{data}: nothing to score: no validation image could be read "
+                        f"({metrics.get('skipped_count', 0)} unreadable)")
     return {"model": model.name, "weights": str(weights or source), "data": data, **metrics}
 
 

@@ -54,8 +54,8 @@ class Accuracy:
 
     def compute(self) -> dict[str, float]:
         top1, topk, loss, n = _all_reduce(self.counts.clone()).tolist()
-        if not n:
-            return {"top1": 0.0, "top5": 0.0, "loss": math.nan, "images": 0}
+        if not n:   # nothing scored has no accuracy (NaN; JSON null), never 0%
+            return {"top1": math.nan, "top5": math.nan, "loss": math.nan, "images": 0}
         return {"top1": 100 * top1 / n, "top5": 100 * topk / n, "loss": loss / n, "images": int(n)}
 
 

@@ -2,8 +2,9 @@
 atomically with `weights.atomic_save`.
 
 `last.pt`  everything to resume: model, EMA, optimiser, GradScaler, epoch and step (they give the schedule and
-           sampler positions), best score, the main process's random generators, the data fingerprint, the resolved
-           config and the model's identity (architecture, tag, class count and names, preprocessing). `epoch` is the
+           sampler positions), best score, the number of processes (`world`) and each one's random generators (`rng`,
+           in rank order), the data fingerprint, the resolved config and the model's identity (architecture, tag,
+           class count and names, preprocessing). `epoch` is the
            epoch in progress (0-based) and `step` the batches already done in it; after a finished epoch that is
            (epoch + 1, 0).
 `best.pt`  for inference: the best weights under `model`, with identity, config and that epoch's metrics.
@@ -18,7 +19,7 @@ import torch
 
 from ..weights import CheckpointError, atomic_save, load_pickle
 
-FORMAT = 2   # 2: `identity` (what model the file holds), `rng`, `data_fingerprint`
+FORMAT = 3   # 2: `identity` (what model the file holds), `rng`, `data_fingerprint`; 3: `world`, `rng` per rank
 
 
 @dataclass
@@ -30,13 +31,13 @@ class Progress:
 
 
 def save_last(path: Path, *, model, ema, optimizer, scaler, progress: Progress, config: dict[str, Any],
-              identity: dict[str, Any], rng: dict[str, Any], data_fingerprint: dict[str, Any]) -> None:
+              identity: dict[str, Any], rng: list[dict[str, Any]], data_fingerprint: dict[str, Any]) -> None:
     atomic_save({
         "format": FORMAT, "identity": identity, "model": model.state_dict(),
         "ema": ema.state_dict() if ema is not None else None,
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
         "epoch": progress.epoch, "step": progress.step, "iteration": progress.iteration, "best": progress.best,
-        "rng": rng, "data_fingerprint": data_fingerprint, "config": config,
+        "world": len(rng), "rng": rng, "data_fingerprint": data_fingerprint, "config": config,
     }, path)
 
 
@@ -47,10 +48,13 @@ def save_best(path: Path, *, weights: dict[str, torch.Tensor], source: str, epoc
 
 
 def load(path: Path) -> dict[str, Any]:
-    """A training checkpoint of ours, read safely (no pickled code)."""
+    """A training checkpoint of ours, read safely (no pickled code); a format-2 file holds rank 0's random state
+    alone and no process count (`world` None)."""
     state = load_pickle(path)
     if not isinstance(state, dict) or "model" not in state or "optimizer" not in state:
         raise CheckpointError(f"{path}: not a training checkpoint of this library (no model/optimizer state)")
+    if isinstance(state.get("rng"), dict):
+        state["rng"], state["world"] = [state["rng"]], None
     return state
 
 

@@ -35,7 +35,7 @@ class TrainConfig:
     coco_root: str | None = None
     coco_cache: str | None = None
     out: str = "runs/train"
-    task: str | None = None                # None: from the model name (classification/segmentation/detection)
+    task: Literal["classification", "segmentation", "detection"] | None = None   # None: the model name's
     num_classes: int | None = None         # None: from the data set
     weights: str | None = None             # start from these weights (a different num_classes resets the head)
     weights_copy: Literal["model", "ema"] = "model"   # which copy of a file holding both (our last.pt) to start from
@@ -96,9 +96,9 @@ class TrainConfig:
     # --- engine
     ema: bool = True
     # Official semantics: ema = (1 - m) * ema + m * model, BatchNorm buffers included. The recipes' 0.0005 suits
-    # ~1.5M steps; the digits job had 460 (now 184). With m = 0.01 a (1-m)^460 = 1% share of the initial running_var (1.0)
-    # stayed in BN variances of ~0.04 and the EMA model scored 22% against 99% for the raw weights; 0.05 leaves
-    # ~1e-4 of the init after 184 steps and still averages over the last ~20 steps.
+    # ~1.5M steps, not a few hundred: over 460 steps at m = 0.01 a (1-m)^460 = 1% share of the initial running_var
+    # (1.0) stayed in BN variances of ~0.04 and the EMA model scored 22% against 99% for the raw weights; 0.05
+    # leaves ~1e-4 of the init after the main job's 184 steps and still averages over the last ~20 steps.
     ema_momentum: float = 0.05
     # official checkpoint files beside best.pt: checkpoint[_ema]_best.pt and the average of the k best
     # (checkpoint[_ema]_avg.pt, from k + 1 distinct best values on); 0: none of them
@@ -147,7 +147,9 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
 def _in_range(name: str, value: float) -> None:
     low, high, low_open, high_open = RANGES[name]
     ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok or value != value:   # NaN fails every comparison
+    if not ok or not math.isfinite(value):   # an infinite lr or alpha is never a setting; NaN fails every comparison
+        if high == math.inf:
+            raise UserError(f"{name} must be a finite number {'>' if low_open else '>='} {low:g}, got {value!r}")
         lo, hi = "(" if low_open else "[", ")" if high_open else "]"
         raise UserError(f"{name} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")
 
@@ -163,8 +165,9 @@ def check_ranges(cfg: "TrainConfig") -> None:
         raise UserError(f"betas must each be in [0, 1), got {','.join(map(str, cfg.betas))}")
     for name, bound in (("rrc_scale", 1.0), ("rrc_ratio", math.inf)):
         low, high = getattr(cfg, name)
-        if not 0 < low <= high <= bound:
-            raise UserError(f"{name} must be two numbers 0 < low <= high <= {bound:g}, got {low:g},{high:g}")
+        if not (0 < low <= high <= bound and math.isfinite(high)):
+            most = f" <= {bound:g}" if bound < math.inf else ""
+            raise UserError(f"{name} must be two finite numbers 0 < low <= high{most}, got {low:g},{high:g}")
     if cfg.sampler_min_size > cfg.sampler_max_size:
         raise UserError(f"sampler_min_size ({cfg.sampler_min_size}) must not exceed sampler_max_size "
                         f"({cfg.sampler_max_size})")
@@ -176,8 +179,10 @@ def check_ranges(cfg: "TrainConfig") -> None:
     arch, _, tag = cfg.model.partition(".")
     if tag:
         get_tag(cfg.model)        # an unknown architecture or tag: one line naming the close matches
-    else:
-        split_arch(arch)
+    task = split_arch(arch)[0]
+    if cfg.task is not None and cfg.task != task:
+        raise UserError(f"--task {cfg.task} does not fit --model {cfg.model}, a {task} model; leave --task out "
+                        f"(the model name decides it)")
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
@@ -222,6 +227,8 @@ def coerce(name: str, value: Any) -> Any:
             if not isinstance(value, dict):
                 raise ValueError("expected a mapping (JSON on the command line)")
             return dict(value)
+        if isinstance(value, bool) and hint is not bool:   # YAML `batch_size: true` is not the number 1
+            raise ValueError(f"expected {getattr(hint, '__name__', hint)}, not true/false")
         if hint is int and isinstance(value, float) and not value.is_integer():
             raise ValueError("expected an integer")
         return hint(value)
@@ -243,6 +250,19 @@ def packaged_recipes() -> list[str]:
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML silently keeps the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_recipe(name_or_path: str) -> dict[str, Any]:
     path = recipe_path(name_or_path)
     if path is None:
@@ -250,9 +270,11 @@ def load_recipe(name_or_path: str) -> dict[str, Any]:
         raise UserError(f"recipe {name_or_path!r} not found (not a .yaml file nor a packaged recipe"
                         f"{'; did you mean ' + ', '.join(close) + '?' if close else ''})")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        mark = getattr(e, "problem_mark", None)
+        what = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}: not valid YAML ({what}{f' at line {mark.line + 1}' if mark else ''})") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe is a mapping of TrainConfig fields")
     return {k: v for k, v in raw.items() if not k.startswith("_")}   # `_source:` etc. are documentation

@@ -15,9 +15,11 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.constants import default_pg_timeout
 
 from ..errors import device_from
 
@@ -67,8 +69,8 @@ def busy_cores(seconds: float = 0.25) -> float | None:
 
 def default_threads(local_world: int) -> int:
     """Every core for one process (cores / local world size under torchrun), minus the cores other processes are
-    using at this moment (sampled from /proc/stat, not the 1-minute load average, which still counts a job that
-    has just ended: at load 0.8 on an idle 2-core machine the old policy chose 1 thread).
+    using at this moment (sampled from /proc/stat: the 1-minute load average still counts a job that has just
+    ended, so at load 0.8 an idle 2-core machine would get 1 thread).
 
     The cap matters: OpenMP threads that find their core taken spin in every parallel region; on this project's
     shared 2-core machine at load ~7, a training step at 64x64 ran at 5 img/s with 2 threads against 76 img/s with
@@ -95,9 +97,21 @@ def setup(device: str = "auto", threads: int | None = None) -> Dist:
     if dev.type == "cpu":
         keep_freed_memory()
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", rank=rank, world_size=world,
+                                store=_attempt_store(world))
         log.info("rank %d/%d on %s, %d threads", rank, world, dev, torch.get_num_threads())
     return Dist(rank, world, local_rank, local_world, dev)
+
+
+def _attempt_store(world: int) -> dist.Store | None:
+    """Under torchrun, the agent's store seen through a prefix of its own per restart attempt; None elsewhere (the
+    default env:// store). torch shares one agent store across attempts without a prefix, so a restarted rank that
+    reaches the process group first reads the previous attempt's addresses of the others and fails to connect."""
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    base = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world, is_master=False,
+                         timeout=default_pg_timeout)
+    return dist.PrefixStore(f"/mobilevitv3/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", base)
 
 
 def keep_freed_memory(limit: int = 1 << 30) -> bool:
@@ -121,13 +135,31 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     return ok
 
 
-def any_rank(*flags: bool, ctx: Dist) -> list[bool]:
-    """Per flag: True if it is True on any rank (one all-reduce for all flags; keeps ranks in lock-step)."""
+def max_ranks(*values: float, ctx: Dist) -> list[float]:
+    """Per value: its maximum over the ranks (one all-reduce for all values; keeps ranks in lock-step)."""
     if not ctx.enabled:
-        return list(flags)
-    t = torch.tensor([float(f) for f in flags], device=ctx.device)
+        return [float(v) for v in values]
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=ctx.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return [bool(v) for v in t.tolist()]
+    return t.tolist()
+
+
+def gather(obj: Any, *, ctx: Dist) -> list[Any]:
+    """Every rank's `obj` (picklable plain types and CPU tensors), in rank order, on every rank."""
+    if not ctx.enabled:
+        return [obj]
+    out: list[Any] = [None] * ctx.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast(obj: Any, *, ctx: Dist) -> Any:
+    """Rank 0's `obj` on every rank."""
+    if not ctx.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def sum_ranks(values: dict[str, float], *, ctx: Dist) -> dict[str, float]:

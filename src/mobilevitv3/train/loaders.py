@@ -2,7 +2,6 @@
 across DDP ranks without padding, so every metric counts each image exactly once."""
 from __future__ import annotations
 
-import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,10 +9,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..data.sampler import MultiScaleBatchSampler, sampler_kind, scale_plan
-from ..models import tags
 from . import distributed
 from .config import TrainConfig
 from .seeding import SeededBatches, SeededCollate, SeededSamples
+from .signals import ignore_in_worker
 
 
 @dataclass
@@ -23,24 +22,19 @@ class Loaders:
     sampler: MultiScaleBatchSampler
 
 
-def _worker_init(_: int) -> None:
-    # Ctrl-C reaches the whole process group; only the main process handles it (and saves), workers carry on.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def build_loaders(cfg: TrainConfig, task: Any, train_set: Dataset, val_set: Dataset,
-                  ctx: distributed.Dist) -> Loaders:
+def build_loaders(cfg: TrainConfig, task: Any, train_set: Dataset, val_set: Dataset, ctx: distributed.Dist, *,
+                  family: str) -> Loaders:
+    """`family` ('v1' or 'v2', the model identity's) picks the official batch sampler of `--sampler fixed`."""
     if cfg.sampler == "variable_batch":
         plan = scale_plan(cfg.image_size, cfg.batch_size, min_size=cfg.sampler_min_size,
                           max_size=cfg.sampler_max_size, scales=cfg.sampler_scales,
                           check_scale=cfg.sampler_check_scale, num_replicas=ctx.world)
     else:
         plan = [(cfg.image_size, cfg.batch_size)]
-    family = tags.family(tags.split_arch(cfg.model.partition(".")[0])[1])
     sampler = MultiScaleBatchSampler(len(train_set), plan, num_replicas=ctx.world, rank=ctx.rank, seed=cfg.seed,
-                                     kind=sampler_kind(cfg.sampler, family))   # the official sampler of the family
+                                     kind=sampler_kind(cfg.sampler, family))
     common = {"num_workers": cfg.workers, "pin_memory": ctx.device.type == "cuda",
-              "worker_init_fn": _worker_init if cfg.workers else None, "persistent_workers": cfg.workers > 0}
+              "worker_init_fn": ignore_in_worker if cfg.workers else None, "persistent_workers": cfg.workers > 0}
     # Per-sample seeds (train/seeding.py): a resumed run, or one with another worker count, sees the same batches.
     train = DataLoader(SeededSamples(train_set), batch_sampler=SeededBatches(sampler, cfg.seed, ctx.rank),
                        collate_fn=SeededCollate(task.train_collate(cfg)),

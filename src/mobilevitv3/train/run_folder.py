@@ -1,19 +1,25 @@
 """The run folder: one writer at a time (an exclusive lock held for the whole run), leftovers of a killed writer
-removed on start, and a resume that refuses, in one line, a run of another model, class count or data set.
+removed on start, one folder seen by every process, the torchrun job that owns it, and a resume that refuses, in
+one line, what it cannot continue (another model, class count or data set; a mid-epoch stop on another world size).
 """
 from __future__ import annotations
 
 import fcntl
 import logging
 import os
+import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..weights import remove_stale_temps
+from ..weights import atomic_write, remove_stale_temps
+from . import distributed
 
 log = logging.getLogger(__name__)
 LOCK = ".lock"
+TOKEN = ".rank0"            # check_shared
+OWNER = ".torchrun_job"     # write_owner / restart_owns
 
 
 class RunFolder:
@@ -59,18 +65,80 @@ def fingerprint(train_set: Any, val_set: Any) -> dict[str, Any]:
             "val_files": len(val_set)}
 
 
-def check_resume(saved: dict[str, Any], *, model: str, num_classes: int | None, data: dict[str, Any]) -> None:
-    """One line naming the first difference between the saved run and the one being resumed."""
+# What a run is: resuming with another value trains another model (refused at any point).
+JOB_FIELDS = ("model", "task", "num_classes", "qat", "model_kwargs")
+# What orders the rest of an epoch: a run stopped mid-epoch continues only with the same values.
+EPOCH_FIELDS = ("batch_size", "accum_steps", "image_size", "seed", "sampler", "sampler_min_size", "sampler_max_size",
+                "sampler_scales", "sampler_check_scale")
+
+
+def _flag(name: str, value: Any) -> str:
+    return f"--{name.replace('_', '-')} {value}"
+
+
+def check_resume(saved: dict[str, Any], *, config: dict[str, Any], data: dict[str, Any] | None, world: int) -> None:
+    """One line naming the first thing that keeps the run in `saved` (last.pt, or {"config": config.yaml} before
+    the first checkpoint) from being continued by `config` on `world` processes with `data`."""
     before = saved.get("config") or {}
-    if before.get("model") and before["model"] != model:
-        raise UserError(f"--resume: the run was made with --model {before['model']}, not {model}")
-    if num_classes is not None and before.get("num_classes") not in (None, num_classes):
-        raise UserError(f"--resume: the run trains {before['num_classes']} classes, this data gives {num_classes}")
+    for name in JOB_FIELDS:
+        old, new = before.get(name), config.get(name)
+        if old is not None and new is not None and old != new:
+            raise UserError(f"--resume: the run was made with {_flag(name, old)}, not {_flag(name, new)}; resume "
+                            f"it as it was or start a new --out")
+    if saved.get("step"):   # mid-epoch: the rest of the epoch was fixed by these
+        epoch, saved_world = saved["epoch"] + 1, saved.get("world", 1)
+        if saved_world not in (None, world):
+            raise UserError(f"--resume: last.pt was saved in the middle of epoch {epoch} by {saved_world} "
+                            f"process(es); resume it on {saved_world} (each process's sample order and random state "
+                            f"are its own), not {world}")
+        for name in EPOCH_FIELDS:
+            if before.get(name, config[name]) != config[name]:
+                raise UserError(f"--resume: last.pt was saved in the middle of epoch {epoch} with "
+                                f"{_flag(name, before[name])}; the rest of the epoch needs it (change it after "
+                                f"an epoch boundary)")
     old = saved.get("data_fingerprint")
-    if old is None:
+    if old is None or data is None:
         return
     for key, what in (("classes", "class names"), ("train_files", "training files"), ("val_files", "validation files")):
         if old.get(key) != data.get(key):
             shown = (lambda v: v if not isinstance(v, list) else f"{len(v)} classes ({', '.join(map(str, v[:3]))}...)")
             raise UserError(f"--resume: the data set differs from the run's ({what}: {shown(old.get(key))} before, "
                             f"{shown(data.get(key))} now); resume with the same --data or start a new --out")
+
+
+def check_shared(out: Path, ctx: distributed.Dist) -> None:
+    """Every process sees the folder rank 0 writes (one shared filesystem, not a node-local disk), checked before
+    training: rank 0 writes a fresh token, the others read it back. Raised on every rank together."""
+    if not ctx.enabled:
+        return
+    token = secrets.token_hex(16) if ctx.main else None
+    if ctx.main:
+        atomic_write(out / TOKEN, lambda f: f.write(token.encode()))
+    token = distributed.broadcast(token, ctx=ctx)   # after rank 0's write
+    try:
+        seen = (out / TOKEN).read_text()
+    except OSError:
+        seen = None
+    views = distributed.gather((seen == token, socket.gethostname()), ctx=ctx)
+    blind = [f"{rank} ({host})" for rank, (ok, host) in enumerate(views) if not ok]
+    if blind:
+        raise UserError(f"--out {out} is not one folder for every process: rank(s) {', '.join(blind)} do not see "
+                        f"what rank 0 ({views[0][1]}) writes there; give a path on a filesystem that every node "
+                        f"shares")
+
+
+def write_owner(out: Path) -> None:
+    """Record which torchrun job writes the folder, so that its restarts continue it (`restart_owns`)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    if run_id:
+        atomic_write(out / OWNER, lambda f: f.write(run_id.encode()))
+
+
+def restart_owns(out: Path) -> bool:
+    """True in a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0) of the job whose run is in `out`."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) < 1:
+        return False
+    try:
+        return (out / OWNER).read_text() == os.environ.get("TORCHELASTIC_RUN_ID")
+    except OSError:
+        return False

@@ -11,11 +11,23 @@ from typing import Any
 
 import yaml
 
-from ..weights import atomic_write
+from ..errors import UserError
+from ..weights import atomic_write, raise_if_no_space
 
 
 def write_config(config: dict[str, Any], path: Path) -> None:
     atomic_write(path, lambda f: f.write(yaml.safe_dump(config, sort_keys=False).encode()))
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A run's config.yaml as written by `write_config`; anything else is one line."""
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: cannot read the run's config ({str(e).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: not a run config (a mapping of TrainConfig fields)")
+    return values
 
 
 class MetricsLog:
@@ -41,10 +53,14 @@ class MetricsLog:
     def append(self, record: dict[str, Any]) -> None:
         """One JSON line; a non-finite number (a NaN mIoU of an empty split) is written as null, never as NaN."""
         clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(clean, allow_nan=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(clean, allow_nan=False) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise_if_no_space(e, self.path)
+            raise
 
 
 def _num(value: Any) -> float:

@@ -1,5 +1,6 @@
 """The task-agnostic training loop: DDP, AMP, gradient accumulation and clipping, EMA, official lr schedule,
-atomic checkpoints every epoch and on Ctrl-C, metrics.jsonl + curves.png, best.pt by the task's main metric.
+atomic checkpoints every epoch and on a stop signal (train/signals.py), metrics.jsonl + curves.png, best.pt by the
+task's main metric.
 
 `train(cfg)` is the library entry point; `mobilevitv3 train` and `torchrun -m mobilevitv3 train` call it.
 """
@@ -8,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import signal
 import sys
 import time
 from dataclasses import replace
@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..errors import UserError
-from ..models import create_model, identity_record, split_arch
+from ..models import create_model, identity_record
 from ..tasks import get_task
 from ..weights import read_weights
 from . import checkpoints, distributed
@@ -29,11 +29,12 @@ from .checkpoints import Progress
 from .config import TrainConfig
 from .ema import ModelEMA
 from .loaders import Loaders, batch_len, build_loaders
-from .averaging import BestTracker, keep_official_files
+from .averaging import BestTracker, is_better, keep_official_files
 from .optim import LRSchedule, build_optimizer, is_step_boundary, param_groups
-from .run_folder import RunFolder, check_resume, fingerprint
-from .runlog import MetricsLog, plot_curves, write_config
+from .run_folder import RunFolder, check_resume, check_shared, fingerprint, write_owner
+from .runlog import MetricsLog, plot_curves, read_config, write_config
 from .seeding import mix, rng_state, set_rng_state
+from .signals import Signals, Stopped
 
 log = logging.getLogger(__name__)
 PLOT_EVERY_S = 30.0
@@ -41,30 +42,6 @@ PLOT_EVERY_S = 30.0
 
 class NonFiniteLoss(UserError):
     """The loss became NaN/inf: training stops and the last good checkpoint is left as it was."""
-
-
-class Stop:
-    """SIGINT (Ctrl-C) or SIGTERM (torchrun / a scheduler stopping the job) sets a flag that the loop checks after
-    the next optimiser step, then saves last.pt and exits; a second signal aborts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self) -> None:
-        self.requested, self._old = False, {}
-
-    def _handler(self, signum, frame) -> None:
-        self.requested = True
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def __enter__(self) -> "Stop":
-        with contextlib.suppress(ValueError):   # not in the main thread: no handler, the signal is not ours
-            self._old = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -86,7 +63,6 @@ def _amp(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 class Trainer:
     def __init__(self, cfg: TrainConfig, ctx: distributed.Dist) -> None:
         self.ctx, self.out = ctx, Path(cfg.out)
-        self.task = get_task(cfg.task or split_arch(cfg.model.split(".")[0])[0])
         self.cfg, self.model, self.loaders = self._build(cfg)
         self.amp_dtype = _amp(self.cfg, ctx.device)
         # QAT keeps no EMA: the fake-quant observers' buffers change shape on the first batch (per-channel ranges)
@@ -100,12 +76,14 @@ class Trainer:
         self.ddp = self._wrap(self.model)
         self.progress = Progress()
         self.metrics = MetricsLog(self.out / "metrics.jsonl")
+        self._check_steps()
         self._saved = self._check_out()
         self._plotted = -math.inf                # monotonic time of the last curves.png
 
     def _build(self, cfg: TrainConfig) -> tuple[TrainConfig, nn.Module, Loaders]:
         torch.manual_seed(cfg.seed)              # the same initial weights on every rank and every run
         model = create_model(cfg.model, num_classes=cfg.num_classes, **cfg.model_kwargs)  # its tag: preprocessing
+        self.task = get_task(model.identity.task)
         train_set, val_set = self.task.build_datasets(cfg, model)
         n = getattr(train_set, "num_classes", None)
         if cfg.num_classes is None and n is not None:
@@ -113,7 +91,7 @@ class Trainer:
         elif n is not None and cfg.num_classes != n and cfg.resume and (self.out / "last.pt").is_file():
             raise UserError(f"--resume: the run trains {cfg.num_classes} classes, but {cfg.data} has {n}; resume "
                             f"with the run's --data or start a new --out")
-        elif n is not None and cfg.num_classes != n and cfg.task in (None, self.task.name):
+        elif n is not None and cfg.num_classes != n:
             raise UserError(f"--num-classes {cfg.num_classes}, but {cfg.data} has {n} classes (with background "
                             f"for dense tasks); leave --num-classes out to take the data's count")
         if self.task.name == "classification" and n is not None and n < 2:
@@ -126,13 +104,14 @@ class Trainer:
         if self.classes and len(self.classes) == model.num_classes:
             model.identity = model.identity.with_classes(model.num_classes, self.classes)
         self.data_fingerprint = fingerprint(train_set, val_set)
+        family = model.identity.family           # the official sampler of the family (loaders)
         if cfg.qat:   # fake-quantized PT2E graph (export/pt2e.py); `quantize` converts its checkpoint to INT8
             from ..export.pt2e import QATModel
             model = QATModel(model, (cfg.image_size, cfg.image_size))
         model.to(self.ctx.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
-        return cfg, model, build_loaders(cfg, self.task, train_set, val_set, self.ctx)
+        return cfg, model, build_loaders(cfg, self.task, train_set, val_set, self.ctx, family=family)
 
     def _wrap(self, model: nn.Module) -> nn.Module:
         if not self.ctx.enabled:
@@ -151,23 +130,36 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(self.ctx.device.type, dtype=self.amp_dtype)
 
+    def _check_steps(self) -> None:
+        batches = len(self.loaders.sampler)
+        if self.cfg.max_steps_per_epoch:
+            batches = min(batches, self.cfg.max_steps_per_epoch)
+        if self.cfg.accum_steps > batches:
+            raise UserError(f"accum_steps {self.cfg.accum_steps} exceeds the {batches} batch(es) of an epoch per "
+                            f"process: no optimiser step would be taken; use at most {batches}")
+
     # ---- run folder ---------------------------------------------------------------------------------------------
     def _check_out(self) -> dict[str, Any] | None:
         """Everything about the run folder that can be wrong, checked before anything is written; the saved state
         when resuming."""
-        last = self.out / "last.pt"
+        last, config = self.out / "last.pt", self.out / "config.yaml"
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--out {self.out} is a file; give a folder for the run")
         if last.is_file() and not self.cfg.resume:
             raise UserError(f"{self.out} already holds a run (last.pt): add --resume to continue it, or choose "
                             f"another --out")
-        if not (self.cfg.resume and last.is_file()):
-            if self.cfg.resume:
-                log.warning("--resume: no %s yet, starting from scratch", last)
+        if not self.cfg.resume:
             return None
-        saved = checkpoints.load(last)
-        check_resume(saved, model=self.cfg.model, num_classes=self.cfg.num_classes, data=self.data_fingerprint)
-        return saved
+        if last.is_file():
+            saved = checkpoints.load(last)
+            check_resume(saved, config=self.cfg.to_dict(), data=self.data_fingerprint, world=self.ctx.world)
+            return saved
+        if config.is_file():   # stopped before its first checkpoint: the same job again, from its start
+            check_resume({"config": read_config(config)}, config=self.cfg.to_dict(), data=None, world=self.ctx.world)
+            log.info("--resume: %s has no last.pt yet; its job (config.yaml) starts from the beginning", self.out)
+        else:
+            log.info("--resume: no run in %s yet; starting it", self.out)
+        return None
 
     def _prepare_out(self) -> None:
         if self._saved is not None:
@@ -176,6 +168,7 @@ class Trainer:
         if self.ctx.main:
             self.metrics.keep_epochs_below(self.progress.epoch + 1)
             write_config(self.cfg.to_dict(), self.out / "config.yaml")
+            write_owner(self.out)
         distributed.barrier(self.ctx)
 
     def _restore(self, saved: dict[str, Any]) -> None:
@@ -185,34 +178,40 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scaler.load_state_dict(saved["scaler"])
         self.progress = Progress(saved["epoch"], saved["step"], saved["iteration"], saved["best"])
-        if saved.get("rng") is not None and self.progress.step:   # mid-epoch: continue the main stream exactly
-            set_rng_state(saved["rng"])
+        states = saved.get("rng") or []
+        if states and self.progress.step:   # mid-epoch: each process continues its own stream exactly
+            set_rng_state(states[self.ctx.rank] if len(states) == self.ctx.world else states[0])
         log.info("resumed %s at epoch %d, step %d", self.out / "last.pt", saved["epoch"] + 1, saved["step"])
 
     def save_last(self) -> None:
+        """last.pt, with every rank's random state (a collective: every rank calls it)."""
+        states = distributed.gather(rng_state(), ctx=self.ctx)
         if self.ctx.main:
             checkpoints.save_last(self.out / "last.pt", model=self.model, ema=self.ema, optimizer=self.optimizer,
                                   scaler=self.scaler, progress=self.progress, config=self.cfg.to_dict(),
-                                  identity=identity_record(self.model), rng=rng_state(),
+                                  identity=identity_record(self.model), rng=states,
                                   data_fingerprint=self.data_fingerprint)
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         start = time.perf_counter()
-        # The folder lock first (one writer per run folder), then the signal handlers: a Ctrl-C at any point after
-        # this ends in a saved last.pt.
-        with RunFolder(self.out, enabled=self.ctx.main), Stop() as stop:
+        # The folder lock first (one writer per run folder), then the signal handlers: a stop signal at any point
+        # after this ends in a saved last.pt.
+        with RunFolder(self.out, enabled=self.ctx.main), Signals() as signals:
+            check_shared(self.out, self.ctx)
             self._prepare_out()
             while self.progress.epoch < self.cfg.epochs:
-                stats = self._train_epoch(stop)
-                if stats is None:       # interrupted: state saved at a step boundary
+                stats = self._train_epoch(signals)
+                if isinstance(stats, int):       # stopped by that signal at a step boundary
                     self.save_last()
-                    raise KeyboardInterrupt
+                    p = self.progress
+                    raise Stopped(stats, f"{self.out / 'last.pt'} saved at epoch {p.epoch + 1}, step {p.step}; "
+                                         f"continue with --resume")
                 self._end_epoch(stats)
         return self._summary(time.perf_counter() - start)
 
-    def _train_epoch(self, stop: Stop) -> dict[str, float] | None:
-        """One epoch from `self.progress.step`; the epoch's mean stats, or None when stopped by Ctrl-C."""
+    def _train_epoch(self, signals: Signals) -> dict[str, float] | int:
+        """One epoch from `self.progress.step`; the epoch's mean stats, or the stop signal's number."""
         cfg, p, ctx = self.cfg, self.progress, self.ctx
         if p.step == 0:   # mid-epoch, the stream saved in last.pt continues instead
             torch.manual_seed(mix(cfg.seed, ctx.rank, p.epoch))
@@ -232,11 +231,12 @@ class Trainer:
                 break
             lr = self.schedule.apply(self.optimizer, p.iteration, p.epoch)
             batch = self.task.to_device(batch, ctx.device, channels_last=cfg.channels_last)
-            boundary = is_step_boundary(p.step, cfg.accum_steps)   # official: leftovers never step (issue 10)
+            boundary = is_step_boundary(p.step, cfg.accum_steps)   # official: leftover micro-batches never step
             with contextlib.nullcontext() if boundary or not ctx.enabled else self.ddp.no_sync():
                 with self.autocast():
                     loss, stats = self.task.training_loss(self.ddp, batch, cfg)
-                stop_now, bad = distributed.any_rank(stop.requested, not bool(torch.isfinite(loss)), ctx=ctx)
+                stop_now, save_now, bad = distributed.max_ranks(signals.stop, signals.save,
+                                                                 not bool(torch.isfinite(loss)), ctx=ctx)
                 if bad:
                     raise self._non_finite(loss)
                 self.scaler.scale(loss).backward()   # official: micro-batch gradients summed, not averaged
@@ -248,7 +248,11 @@ class Trainer:
             if ctx.main and steps % 10 == 0:
                 bar.set_postfix(loss=f"{sums['train_loss'] / steps:.3f}", lr=f"{lr:.2e}", refresh=False)
             if stop_now and boundary:
-                return None
+                return int(stop_now)
+            if save_now and boundary:   # SIGUSR1: a checkpoint now, and carry on
+                signals.save = False
+                self.save_last()
+                log.info("saved %s at epoch %d, step %d (SIGUSR1)", self.out / "last.pt", p.epoch + 1, p.step)
         bar.close()
         seconds = time.perf_counter() - start
         counts = distributed.sum_ranks({k: v for k, v in sums.items() if k.endswith("_count")}, ctx=ctx)
@@ -284,13 +288,22 @@ class Trainer:
         sign = 1 if self.task.higher_is_better else -1
         candidates = [("model", record[f"val_{key}"])] + ([("ema", record[f"ema_val_{key}"])] if self.ema else [])
         source, score = max(candidates, key=lambda c: sign * c[1] if math.isfinite(c[1]) else -math.inf)
-        improved = p.best is None or sign * score > sign * p.best
+        # the official rule (ties count as a new best); nothing scored (NaN: no image read) is never a best
+        improved = math.isfinite(score) and (p.best is None or is_better(score, p.best,
+                                                                          higher_is_better=self.task.higher_is_better))
         p.epoch, p.step = p.epoch + 1, 0
         if improved:
             p.best = score
-        if self.ctx.main:
+        if self.ctx.main:   # metrics first, then checkpoints: a kill in between re-runs this epoch, its line dropped
             self._write_epoch(record, improved, source)
-        distributed.barrier(self.ctx)
+        self.save_last()
+        if self.ctx.main:
+            self._report(record)
+        if not record.get("val_images"):   # every rank has the summed count
+            unreadable = record.get("val_skipped_count", 0)
+            raise UserError(f"epoch {record['epoch']}: validation scored no image ({unreadable} unreadable), so there "
+                            f"is no {key} and no best.pt; the epoch is saved in last.pt: fix the validation data, then "
+                            f"--resume")
 
     def _evaluate(self, model: nn.Module) -> dict[str, float]:
         with torch.no_grad():
@@ -305,7 +318,8 @@ class Trainer:
             checkpoints.save_best(self.out / "best.pt", weights=weights, source=source, epoch=record["epoch"],
                                   metrics=record, config=self.cfg.to_dict(), identity=identity_record(self.model))
         self._keep_official(record)
-        self.save_last()
+
+    def _report(self, record: dict[str, Any]) -> None:
         now = time.monotonic()   # redrawn at most every PLOT_EVERY_S and after the last epoch (a draw: ~0.2 s)
         if record["epoch"] >= self.cfg.epochs or now - self._plotted >= PLOT_EVERY_S:
             plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)
@@ -316,7 +330,7 @@ class Trainer:
                  f"  ema_val_{key} {record[f'ema_val_{key}']:.2f}" if self.ema else "", record["lr"],
                  record["images_per_s"])
 
-    # ---- the official checkpoint files (training.md §4; helper A, issue 10) --------------------------------------
+    # ---- the official checkpoint files (training.md §4) -----------------------------------------------------------
     def _keep_official(self, record: dict[str, Any]) -> None:
         """checkpoint[_ema]_best.pt, the k-best pools and checkpoint[_ema]_avg.pt, raw and EMA streams apart."""
         if not self.cfg.k_best_checkpoints:
@@ -344,8 +358,10 @@ class Trainer:
 
         streams = [("raw", "val", self.model, "model")] + ([("ema", "ema_val", self.ema, "ema")] if self.ema else [])
         for stream, prefix, weights, source in streams:
-            value = record.get(f"{prefix}_{key}")   # NaN (no image scored) never makes a best
-            keep_official_files(self.out, self._official, stream, math.nan if value is None else value * scale,
+            value = record.get(f"{prefix}_{key}")
+            if value is None or not math.isfinite(value):   # nothing scored: no best, no pool file
+                continue
+            keep_official_files(self.out, self._official, stream, value * scale,
                                 weights.state_dict(), saver(source), load)
 
     def _summary(self, seconds: float) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 file or the new one, never half of one; the temporary files of a killed writer are named `.NAME.*.tmp`."""
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,6 +11,8 @@ from typing import BinaryIO
 
 import torch
 from torch import nn
+
+from ..errors import UserError
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
@@ -25,9 +28,21 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; a written file follows the umask like open() does
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        raise_if_no_space(e, path)
         raise
+
+
+def raise_if_no_space(error: BaseException, path: Path) -> None:
+    """A full disk as one line (torch.save reports it as "unexpected pos" with the OS error deep in the chain)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
+            raise UserError(f"cannot write {path}: No space left on device (what was on disk before is kept; free "
+                            f"space and run again, with --resume for a training run)") from None
+        error = error.__cause__ or error.__context__
 
 
 def _umask() -> int:
