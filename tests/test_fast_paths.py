@@ -88,9 +88,10 @@ def test_layout_is_the_callers_choice(name):
     x = torch.randn(1, 3, 64, 64)
     model = mobilevitv3.create_model(name).eval()
     with torch.no_grad():
-        plain = model.forward_intermediates(x)          # NCHW in: NCHW all the way (no hidden switch)
+        plain = model.forward_intermediates(x, intermediates_only=True)  # NCHW in: NCHW all the way (no switch)
         model.to(memory_format=torch.channels_last)
-        fast = model.forward_intermediates(x.contiguous(memory_format=torch.channels_last))
+        fast = model.forward_intermediates(x.contiguous(memory_format=torch.channels_last),
+                                           intermediates_only=True)
     assert all(f.is_contiguous() for f in plain)
     assert all(f.is_contiguous(memory_format=torch.channels_last) for f in fast)
 

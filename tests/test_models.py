@@ -56,10 +56,10 @@ def test_every_parameter_gets_finite_gradient(name):
 def test_forward_intermediates_agree_with_feature_info(name, output_stride):
     model = MobileViT(CONFIGS[name], output_stride=output_stride, features_only=True).eval()
     with torch.no_grad():
-        feats = model.forward_intermediates(torch.randn(1, 3, 128, 128))
+        feats = model.forward_intermediates(torch.randn(1, 3, 128, 128), intermediates_only=True)
     assert len(feats) == len(model.feature_info) == 5
     for f, info in zip(feats, model.feature_info):
-        assert f.shape[1] == info["channels"]
+        assert f.shape[1] == info["num_chs"]
         assert f.shape[-1] == 128 // info["reduction"]
     assert max(i["reduction"] for i in model.feature_info) == output_stride
 

@@ -264,7 +264,7 @@ def test_segmentation_forward_size_upsamples_head_logits_directly():
     model = create_model("deeplabv3_mobilevitv3_050.voc").eval()
     x = torch.rand(1, 3, 64, 96)
     with torch.no_grad():
-        feats = model.backbone.forward_intermediates(x)
+        feats = model.backbone(x)
         direct = F.interpolate(model.head(feats[-1]), (37, 50), mode="bilinear", align_corners=True)
         assert torch.allclose(model(x, size=(37, 50)), direct, atol=1e-6)
 

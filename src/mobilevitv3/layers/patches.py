@@ -17,7 +17,7 @@ def to_tokens(x: Tensor, patch: int) -> Tensor:
     return x.reshape(b * patch * patch, nh * nw, c)
 
 
-def from_tokens(x: Tensor, patch: int, height: int, width: int, *, channels_last: bool = False) -> Tensor:
+def from_tokens(x: Tensor, patch: int, height: int, width: int, channels_last: bool = False) -> Tensor:
     """Inverse of `to_tokens`: [B*P, N, C] -> [B, C, H, W], contiguous or channels-last (the cheaper copy: whole
     C-vectors move, nothing is transposed)."""
     bp, _, c = x.shape

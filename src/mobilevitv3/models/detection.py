@@ -17,7 +17,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import batched_nms, box_convert
 
 from ..layers import ConvNormAct
-from .backbone import MobileViT
+from .backbone import MobileViTFeatures
 from .identity import Identified, replace_task
 from .ssd_loss import multibox_loss, ssd_targets
 
@@ -76,12 +76,12 @@ def _relu_proj(i: int, o: int) -> ConvNormAct:
 class SSDLite(Identified, nn.Module):
     classifier_prefixes = tuple(f"ssd_heads.{i}.predict." for i in range(6))
 
-    def __init__(self, backbone: MobileViT, num_classes: int, cfg: SSDConfig = SSDConfig()) -> None:
+    def __init__(self, backbone: MobileViTFeatures, num_classes: int, cfg: SSDConfig = SSDConfig()) -> None:
         super().__init__()
         self.backbone, self.num_classes, self.cfg = backbone, num_classes, cfg
         self.identity = replace_task(backbone.identity, "detection", num_classes)
         self._sizes: dict[tuple[int, int], list[tuple[int, int]]] = {}
-        c4, c5 = (f["channels"] for f in backbone.feature_info[-2:])
+        c4, c5 = (f["num_chs"] for f in backbone.feature_info[-2:])
         e = cfg.extra_channels
         self.extra_layers = nn.ModuleList([_separable(c5, e[0], stride=2, act=True),
                                            _separable(e[0], e[1], stride=2, act=True),
@@ -92,7 +92,7 @@ class SSDLite(Identified, nn.Module):
             for i, (c, p, a) in enumerate(zip((c4, c5, *e), cfg.proj_channels, self.num_anchors))])
 
     def feature_maps(self, x: Tensor) -> list[Tensor]:
-        maps = self.backbone.forward_intermediates(x)[-2:]
+        maps = self.backbone(x)[-2:]
         for layer in self.extra_layers:  # chained: each extra layer takes the previous map
             maps.append(layer(maps[-1]))
         return maps
@@ -113,7 +113,7 @@ class SSDLite(Identified, nn.Module):
             self.eval()  # eval mode: the probe must not touch BatchNorm statistics
             try:
                 with torch.no_grad():
-                    maps = self.feature_maps(torch.zeros(1, self.backbone.stem.conv.in_channels, height, width, dtype=p.dtype,
+                    maps = self.feature_maps(torch.zeros(1, self.backbone.in_chans, height, width, dtype=p.dtype,
                                                        device=p.device))
             finally:
                 self.train(was_training)

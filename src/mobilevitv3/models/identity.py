@@ -72,6 +72,9 @@ def replace_task(identity: Identity, task: str, num_classes: int) -> Identity:
 class Identified:
     """Mixin for the three model classes: `name` and `task` read from `identity`."""
     identity: Identity
+    # plain Python data, never read by a forward: TorchScript leaves them out
+    __jit_ignored_attributes__ = ["identity"]
+    __jit_unused_properties__ = ["name", "task"]
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import UserError
 from ..weights import CheckpointError, Weights, load_state_dict_strict, read_weights
 from ..weights.convert import to_ours
-from .backbone import MobileViT
+from .backbone import MobileViT, MobileViTFeatures
 from .init import init_weights
 from .config import CONFIGS
 from .detection import SSDConfig, SSDLite
@@ -43,7 +43,7 @@ def _check_classes(num_classes: Any, task: str) -> None:
         return
     if isinstance(num_classes, bool) or not isinstance(num_classes, int):
         raise UserError(f"num_classes must be an integer, got {num_classes!r}")
-    low = 2 if task != "classification" else 1     # dense tasks count the background class
+    low = 2 if task != "classification" else 0     # dense tasks count the background class; 0: no classifier
     if num_classes < low:
         raise UserError(f"num_classes must be >= {low} for {task}, got {num_classes}")
 
@@ -99,23 +99,32 @@ def build(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module
     head = _head_kwargs(task, arch, tag_name or None, kwargs)
     allowed = [p for p in inspect.signature(MobileViT.__init__).parameters
                if p not in ("self", "cfg", "num_classes", "features_only")]
+    features = task == "classification" and kwargs.pop("features_only", False)
+    if features or "out_indices" in kwargs:     # timm's features_only: the headless backbone, maps at out_indices
+        if not features:
+            raise UserError("out_indices is for features_only=True (a classifier architecture's backbone)")
+        allowed.append("out_indices")
     for key in kwargs:
         if key not in allowed:
             raise unknown(f"keyword argument for {arch}", key, allowed + list(head))
     classes = num_classes if num_classes is not None else tag.num_classes if tag else DEFAULT_CLASSES[task]
+    classes = 0 if features else classes
     cfg = CONFIGS[backbone_name]
-    if task == "classification":
+    if features:
+        model = MobileViTFeatures(cfg, **kwargs)
+    elif task == "classification":
         model = MobileViT(cfg, num_classes=classes, **kwargs)
     else:
         kwargs.setdefault("output_stride", tag.output_stride if tag else (16 if task == "segmentation" else 32))
-        backbone = MobileViT(cfg, features_only=True, **kwargs)
+        backbone = MobileViTFeatures(cfg, **kwargs)
         model = (SegmentationModel(backbone, classes, head["head"]) if task == "segmentation"
                  else SSDLite(backbone, classes, head["cfg"]))
     pre = tag.preprocess if tag else model.identity.preprocess
     model.identity = Identity(arch, task, cfg.block.family, classes, pre, tag_name or None,
                               tag.dataset if tag else None)
     model.build_kwargs = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))} | \
-        _head_record(arch, tag_name or None, head)
+        _head_record(arch, tag_name or None, head) | \
+        ({"features_only": True, "out_indices": list(model.out_indices)} if features else {})
     return init_weights(model, cfg.block.family)   # the official trainers' initialisation (weights overwrite it)
 
 
@@ -131,6 +140,12 @@ def create_model(name: str, *, num_classes: int | None = None, weights: str | No
     _check_classes(num_classes, task)
     file = read_weights(weights, copy=copy)
     state = to_ours(file.state)
+    if kwargs.get("features_only"):     # a headless backbone takes a classifier's file minus its head
+        model = build(name, num_classes, **kwargs)
+        keep = set(model.state_dict())
+        load_state_dict_strict(model, {k: v for k, v in state.items() if k in keep or not k.startswith(
+            ("fc.", "final_conv.", "stages."))}, name=name)
+        return model
     transfer = task != "classification" and not any(k.startswith("backbone.") for k in state)
     model = build(name, num_classes if num_classes is not None or transfer else _classes_in(file, state, task),
                   **kwargs)

@@ -1,20 +1,20 @@
 """Semantic segmentation: DeepLabv3 (ASPP, Chen et al. 2017) and PSPNet (Zhao et al. 2017) on any zoo backbone.
 
-Heads see the backbone only through `forward_intermediates` / `feature_info`. The official v1-based release
+Heads see the backbone only through its features_only contract: `backbone(x)` (the maps) / `feature_info`. The official v1-based release
 uses a 256-channel ASPP without auxiliary head; the v2-based one 512 channels, align_corners=True upsampling and an
 auxiliary FCN head on layer4 (training only, weight 0.4) -- `SegHeadConfig` holds those differences as data.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import List, Literal, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import ConvNormAct
-from .backbone import MobileViT
+from .backbone import MobileViTFeatures
 from .identity import Identified, replace_task
 
 
@@ -99,24 +99,27 @@ class SegmentationModel(Identified, nn.Module):
 
     classifier_prefixes = ("head.classifier.", "aux_head.classifier.")
 
-    def __init__(self, backbone: MobileViT, num_classes: int, head: SegHeadConfig) -> None:
+    def __init__(self, backbone: MobileViTFeatures, num_classes: int, head: SegHeadConfig) -> None:
         super().__init__()
         self.backbone, self.num_classes, self.head_cfg = backbone, num_classes, head
+        self.align_corners = head.align_corners     # a plain copy for `forward` (TorchScript reads no dataclass)
         self.identity = replace_task(backbone.identity, "segmentation", num_classes)
         info = backbone.feature_info
-        self.head = SegHead(info[-1]["channels"], num_classes, head)
-        self.aux_head = AuxHead(info[-2]["channels"], num_classes, head.dropout) if head.aux_head else None
+        self.head = SegHead(info[-1]["num_chs"], num_classes, head)
+        self.aux_head = AuxHead(info[-2]["num_chs"], num_classes, head.dropout) if head.aux_head else None
 
-    def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor | tuple[Tensor, Tensor]:
-        """`size`: upsample the logits straight to it (the v2 evaluation returns them at the original image size
-        from the 1/os map) instead of to the input size."""
-        size = x.shape[-2:] if size is None else tuple(size)
-        feats = self.backbone.forward_intermediates(x)
-        up = lambda t: F.interpolate(t, size, mode="bilinear", align_corners=self.head_cfg.align_corners)  # noqa
-        logits = up(self.head(feats[-1]))
+    def forward(self, x: Tensor, size: Optional[List[int]] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        """`size` (h, w): upsample the logits straight to it (the v2 evaluation returns them at the original image
+        size from the 1/os map) instead of to the input size."""
+        out_size = [x.shape[-2], x.shape[-1]] if size is None else [int(size[0]), int(size[1])]
+        feats = self.backbone(x)
+        logits = self._upsample(self.head(feats[-1]), out_size)
         if self.training and self.aux_head is not None:
-            return logits, up(self.aux_head(feats[-2]))
+            return logits, self._upsample(self.aux_head(feats[-2]), out_size)
         return logits
+
+    def _upsample(self, t: Tensor, size: List[int]) -> Tensor:
+        return F.interpolate(t, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def reset_classifier(self, num_classes: int) -> None:
         self.num_classes, self.identity = num_classes, self.identity.with_classes(num_classes)
