@@ -13,7 +13,7 @@ import pytest
 import mobilevitv3
 
 ROOT = Path(mobilevitv3.__file__).parent
-LAYERS = ["errors", "layers", "weights", "models", "data", "tasks", "export", "train", "infer", "bench", "commands",
+LAYERS = ["errors", "layers", "weights", "models", "hub", "timm", "data", "tasks", "export", "train", "infer", "bench", "commands",
           "cli", "__main__"]
 MAX_LINES = 400
 

@@ -7,6 +7,8 @@ The package in layers; each imports only from the layers above it in this list (
               block, BatchNorm folding
     weights   safe reading, official/timm key layouts -> ours, all-or-nothing loading, atomic writing
     models    architecture configs, backbone, segmentation/detection heads, identity, tags, registry
+    hub       save_pretrained / from_pretrained / push_to_hub: a Hugging Face Hub folder with a model card
+    timm      opt-in (`import mobilevitv3.timm`): every classifier in timm's registry, with pretrained_cfg
     data      datasets in their published layouts, transforms, samplers
     tasks     what differs between classification, segmentation and detection: loss, metrics, prediction
     export    one module per runtime family (ONNX, torch formats, edge runtimes), quantization, optimize

@@ -141,8 +141,8 @@ class MobileViT(Identified, nn.Module):
                               ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
         """timm's contract: the stage outputs picked by `indices` (None: all 5, at the reductions of `feature_info`;
         an int n: the last n; a list: those), and unless `intermediates_only`, the `forward_features` output too.
-        `stop_early` skips the stages after the last one taken (intermediates only); `norm` is a no-op (no final
-        norm in MobileViT); only 'NCHW' output."""
+        `stop_early` skips the stages after the last one taken (the output is then that stage's map, no final
+        conv); `norm` is a no-op (MobileViT has no final norm); only 'NCHW' output."""
         if output_fmt != "NCHW":
             raise UserError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         take = take_indices(len(self.stages), indices)
@@ -150,7 +150,7 @@ class MobileViT(Identified, nn.Module):
         x, out = self._stages(x, take, last)
         if intermediates_only:
             return out
-        return self._final(x), out
+        return (self._final(x) if last == len(self.stages) - 1 else x), out
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:

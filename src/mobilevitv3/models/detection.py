@@ -99,8 +99,9 @@ class SSDLite(Identified, nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         cls, box = [], []
-        for fmap, head in zip(self.feature_maps(x), self.ssd_heads):
-            y = head(fmap)                                                  # [B, A*(4+C), h, w]
+        maps = self.feature_maps(x)
+        for i, head in enumerate(self.ssd_heads):  # (TorchScript iterates a ModuleList only on its own)
+            y = head(maps[i])                                                # [B, A*(4+C), h, w]
             y = y.permute(0, 2, 3, 1).reshape(y.shape[0], -1, 4 + self.num_classes)  # [B, h*w*A, 4+C]
             box.append(y[..., :4])
             cls.append(y[..., 4:])

@@ -120,6 +120,8 @@ def build(name: str, num_classes: int | None = None, **kwargs: Any) -> nn.Module
         model = (SegmentationModel(backbone, classes, head["head"]) if task == "segmentation"
                  else SSDLite(backbone, classes, head["cfg"]))
     pre = tag.preprocess if tag else model.identity.preprocess
+    if kwargs.get("flip_channels"):     # the model reverses the channels itself: it takes the other order
+        pre = dataclasses.replace(pre, channel_order="rgb" if pre.channel_order == "bgr" else "bgr")
     model.identity = Identity(arch, task, cfg.block.family, classes, pre, tag_name or None,
                               tag.dataset if tag else None)
     model.build_kwargs = {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool))} | \

@@ -111,7 +111,7 @@ class SegmentationModel(Identified, nn.Module):
     def forward(self, x: Tensor, size: Optional[List[int]] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         """`size` (h, w): upsample the logits straight to it (the v2 evaluation returns them at the original image
         size from the 1/os map) instead of to the input size."""
-        out_size = [x.shape[-2], x.shape[-1]] if size is None else [int(size[0]), int(size[1])]
+        out_size = [x.shape[-2], x.shape[-1]] if size is None else [size[0], size[1]]
         feats = self.backbone(x)
         logits = self._upsample(self.head(feats[-1]), out_size)
         if self.training and self.aux_head is not None:
