@@ -59,3 +59,26 @@ def test_hubconf_serves_torch_hub_load(tmp_path):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(back(x), model.eval()(x))
+
+
+def test_train_writes_its_best_checkpoint_as_a_hub_folder(tmp_path):
+    from PIL import Image
+    from mobilevitv3.cli import main
+    for split in ("train", "val"):
+        for i, c in enumerate(("a", "b")):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for k in range(2):
+                Image.new("RGB", (36, 36), (230 * i, 230 * (1 - i), 40 * k)).save(tmp_path / "data" / split / c /
+                                                                                  f"{k}.png")
+    argv = ["train", "--model", "mobilevitv3_xxs", "--image-size", "32", "--batch-size", "4", "--threads", "1",
+            "--workers", "0", "--epochs", "1", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+            "--hub-folder", str(tmp_path / "hubdir")]
+    assert main(argv) == 0
+    best = mobilevitv3.load_model(str(tmp_path / "run" / "best.pt")).eval()
+    back = hub.from_pretrained(tmp_path / "hubdir")
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(back(x), best(x))
+    assert back.identity.class_names == ("a", "b")
+    card = (tmp_path / "hubdir" / "README.md").read_text()
+    assert "license_name: unspecified" in card and "| val_top1 |" in card

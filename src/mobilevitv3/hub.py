@@ -16,9 +16,9 @@ from typing import Any
 from torch import nn
 
 from .errors import UserError
-from .models import create_model, identity_record
+from .models import create_model, identity_record, load_model
 from .models.identity import Identity
-from .weights import atomic_write, save_safetensors
+from .weights import atomic_write, load_pickle, save_safetensors
 from .weights.io import IDENTITY_KEY
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,16 @@ def save_pretrained(model: nn.Module, save_directory: str | Path, *, metrics: di
     atomic_write(folder / CARD, lambda f: f.write(card.encode()))
     log.info("wrote %s as a Hub folder in %s", model.identity.name, folder)
     return folder
+
+
+def save_run(checkpoint: str | Path, save_directory: str | Path) -> Path:
+    """A training run's `best.pt` as a Hub folder, with the metrics of its best epoch. The licence is the official
+    weights' when the run started from a file (fine-tuning), else left for the owner to state."""
+    saved = load_pickle(Path(checkpoint))
+    metrics = {k: v for k, v in (saved.get("metrics") or {}).items() if isinstance(v, (int, float, str))}
+    started_from = (saved.get("config") or {}).get("weights")
+    return save_pretrained(load_model(str(checkpoint)), save_directory, metrics=metrics,
+                           license=OFFICIAL_LICENSE if started_from else "unspecified")
 
 
 def from_pretrained(path_or_repo_id: str | Path, *, revision: str | None = None,

@@ -35,6 +35,7 @@ class TrainConfig:
     coco_root: str | None = None
     coco_cache: str | None = None
     out: str = "runs/train"
+    hub_folder: str | None = None          # also write best.pt as a Hugging Face Hub folder here (`hub.save_run`)
     task: Literal["classification", "segmentation", "detection"] | None = None   # None: the model name's
     num_classes: int | None = None         # None: from the data set
     weights: str | None = None             # start from these weights (a different num_classes resets the head)

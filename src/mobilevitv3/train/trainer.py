@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..hub import save_run
 from ..models import create_model, identity_record
 from ..tasks import get_task
 from ..weights import read_weights
@@ -208,7 +209,10 @@ class Trainer:
                     raise Stopped(stats, f"{self.out / 'last.pt'} saved at epoch {p.epoch + 1}, step {p.step}; "
                                          f"continue with --resume")
                 self._end_epoch(stats)
-        return self._summary(time.perf_counter() - start)
+        summary = self._summary(time.perf_counter() - start)
+        if self.cfg.hub_folder and self.ctx.main:
+            summary["hub_folder"] = str(save_run(self.out / "best.pt", self.cfg.hub_folder))
+        return summary
 
     def _train_epoch(self, signals: Signals) -> dict[str, float] | int:
         """One epoch from `self.progress.step`; the epoch's mean stats, or the stop signal's number."""
