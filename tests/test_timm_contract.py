@@ -63,6 +63,17 @@ def test_timm_head_api(name):
         assert bare(X).shape == feats.shape
 
 
+def test_timm_global_pool_choices():
+    model = _create("mobilevitv3_050", global_pool="max")
+    with torch.no_grad():
+        feats = model.forward_features(X)
+        assert torch.equal(model.forward_head(feats, pre_logits=True), feats.amax(dim=(-2, -1)))
+        model.reset_classifier(3, "avg")
+        assert torch.equal(model.forward_head(feats, pre_logits=True), feats.mean(dim=(-2, -1)))
+    with pytest.raises(mobilevitv3.UserError, match="needs num_classes=0"):
+        model.reset_classifier(3, "")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_timm_forward_intermediates_follow_feature_info(name):
     model = _create(name)

@@ -110,7 +110,8 @@ class MobileViT(Identified, nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """Replace the classifier by a freshly initialised one with `num_classes` outputs (0: none, `forward` gives
-        the pooled features); `global_pool` 'avg' or '' (no pooling: `forward` gives the map, num_classes 0)."""
+        the pooled features); `global_pool` 'avg' (official), 'max' or '' (no pooling: `forward` gives the map,
+        num_classes 0)."""
         global_pool = self.global_pool if global_pool is None else global_pool
         _check_pool(global_pool, num_classes)
         self.global_pool = global_pool
@@ -173,6 +174,8 @@ class MobileViT(Identified, nn.Module):
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         if self.global_pool == "avg":
             x = x.mean(dim=(-2, -1))
+        elif self.global_pool == "max":
+            x = x.amax(dim=(-2, -1))
         x = self.head_drop(x)
         return x if pre_logits else self.fc(x)
 
@@ -197,7 +200,7 @@ class MobileViTFeatures(MobileViT):
 
 
 def _check_pool(global_pool: str, num_classes: int) -> None:
-    if global_pool not in ("avg", ""):
-        raise UserError(f"global_pool must be 'avg' or '' (none), got {global_pool!r}")
+    if global_pool not in ("avg", "max", ""):
+        raise UserError(f"global_pool must be 'avg', 'max' or '' (none), got {global_pool!r}")
     if not global_pool and num_classes:
         raise UserError("global_pool='' (no pooling) needs num_classes=0: the classifier takes pooled features")
