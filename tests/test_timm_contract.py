@@ -63,6 +63,15 @@ def test_timm_head_api(name):
         assert bare(X).shape == feats.shape
 
 
+def test_timm_construction_kwargs_as_for_timm_models():
+    with pytest.raises(TypeError, match="not_a_model_arg"):
+        timm.create_model("mobilevitv3_xxs", not_a_model_arg=1)
+    with torch.device("meta"):
+        model = timm.create_model("mobilevitv3_xxs", device="meta", dtype=torch.float64)
+    model.reset_classifier(5)
+    assert {(p.device.type, p.dtype) for p in model.parameters()} == {("meta", torch.float64)}
+
+
 def test_timm_global_pool_choices():
     model = _create("mobilevitv3_050", global_pool="max")
     with torch.no_grad():
@@ -110,7 +119,8 @@ def test_timm_script_and_fx_equal_eager(name):
     with torch.no_grad():
         ref = model(ODD)
         assert torch.equal(torch.jit.script(model)(ODD), ref)
-        assert torch.equal(torch.fx.symbolic_trace(model)(ODD), ref)
+        traced = torch.fx.symbolic_trace(model)
+        assert torch.equal(traced(ODD), ref) and torch.equal(torch.jit.script(traced)(ODD), ref)
 
 
 @pytest.mark.parametrize("name", ["deeplabv3_mobilevitv3_050.voc", "ssdlite_mobilevitv3_xxs.coco"])

@@ -15,6 +15,7 @@ class count, classifier, first conv, licence of the official weights.
 """
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from typing import Any, Callable
 
@@ -23,6 +24,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from torch import nn
 
 from .hub import OFFICIAL_LICENSE
+from .models.backbone import MobileViT
 from .models.config import CONFIGS
 from .models.registry import build
 from .models.tags import family, get_tag
@@ -56,12 +58,16 @@ def _pretrained_cfg(arch: str) -> dict[str, Any]:
 default_cfgs = generate_default_cfgs({f"{NAMES[arch]}.in1k": _pretrained_cfg(arch) for arch in CONFIGS})
 
 
-def _build(arch: str, **kwargs: Any) -> nn.Module:
-    """timm's keyword arguments -> ours (`drop_rate` is the classifier dropout)."""
+def _build(arch: str, *, device: Any = None, dtype: Any = None, **kwargs: Any) -> nn.Module:
+    """timm's keyword arguments -> ours (`drop_rate` is the classifier dropout); an unknown one is a TypeError,
+    as for any timm model."""
     if "drop_rate" in kwargs:
         kwargs["classifier_dropout"] = kwargs.pop("drop_rate")
+    known = set(inspect.signature(MobileViT.__init__).parameters) - {"self", "cfg", "features_only"}
+    if unknown := sorted(set(kwargs) - known):
+        raise TypeError(f"{NAMES[arch]} got unexpected keyword arguments {unknown}")
     kwargs.setdefault("flip_channels", family(arch) == "v1")
-    return build(arch, kwargs.pop("num_classes", None), **kwargs)
+    return build(arch, kwargs.pop("num_classes", None), **kwargs).to(device=device, dtype=dtype)
 
 
 def _checkpoint_filter(state_dict: dict, model: nn.Module) -> dict:

@@ -14,8 +14,8 @@ stay channels-last through every layer, which is what oneDNN is fast in on CPU (
 `flip_channels=True` reverses the input's channel order first: an RGB pipeline (timm's) then feeds the v1-based
 checkpoints the BGR they were trained on.
 """
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: an FX graph of the model copies `forward`'s annotations, and
+# TorchScript cannot read them as strings.
 from dataclasses import replace
 from typing import List, Optional, Tuple, Union
 
@@ -116,7 +116,9 @@ class MobileViT(Identified, nn.Module):
         _check_pool(global_pool, num_classes)
         self.global_pool = global_pool
         self.num_classes, self.identity = num_classes, self.identity.with_classes(num_classes)
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+        p = next(self.parameters())     # the new classifier lives where the model does (device, dtype)
+        self.fc = (nn.Linear(self.num_features, num_classes, device=p.device, dtype=p.dtype) if num_classes
+                   else nn.Identity())
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage in the backward pass instead of storing its activations (training memory)."""
