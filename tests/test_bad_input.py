@@ -104,7 +104,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, place, capsys, mo
 
 @pytest.mark.parametrize("call,expected", [
     (lambda: mobilevitv3.create_model("mobilevitv3_xxs", head={"kind": "deeplabv3"}), "head settings are for"),
-    (lambda: mobilevitv3.create_model("mobilevitv3_xxs", num_classes=-1), "num_classes must be >= 1"),
+    (lambda: mobilevitv3.create_model("mobilevitv3_xxs", num_classes=-1), "num_classes must be >= 0"),
     (lambda: mobilevitv3.create_model("mobilevitv3_xxs", num_classes="10"), "must be an integer"),
     (lambda: mobilevitv3.create_model("deeplabv3_mobilevitv3_xxs", num_classes=0), "num_classes must be >= 2"),
     (lambda: mobilevitv3.get_tag("mobilevitv3_xxs.foo"), "unknown tag for mobilevitv3_xxs 'foo'"),
