@@ -68,7 +68,9 @@ def test_timm_construction_kwargs_as_for_timm_models():
         timm.create_model("mobilevitv3_xxs", not_a_model_arg=1)
     with torch.device("meta"):
         model = timm.create_model("mobilevitv3_xxs", device="meta", dtype=torch.float64)
-    model.reset_classifier(5)
+    model.eval().reset_classifier(0, "")
+    model.reset_classifier(5)                   # a classifier on unpooled maps: back to average pooling
+    assert model.global_pool == "avg" and not model.fc.training
     assert {(p.device.type, p.dtype) for p in model.parameters()} == {("meta", torch.float64)}
 
 

@@ -112,13 +112,14 @@ class MobileViT(Identified, nn.Module):
         """Replace the classifier by a freshly initialised one with `num_classes` outputs (0: none, `forward` gives
         the pooled features); `global_pool` 'avg' (official), 'max' or '' (no pooling: `forward` gives the map,
         num_classes 0)."""
-        global_pool = self.global_pool if global_pool is None else global_pool
+        if global_pool is None:     # keep the pooling, unless a classifier is asked for on unpooled maps
+            global_pool = self.global_pool if self.global_pool or not num_classes else "avg"
         _check_pool(global_pool, num_classes)
         self.global_pool = global_pool
         self.num_classes, self.identity = num_classes, self.identity.with_classes(num_classes)
         p = next(self.parameters())     # the new classifier lives where the model does (device, dtype)
         self.fc = (nn.Linear(self.num_features, num_classes, device=p.device, dtype=p.dtype) if num_classes
-                   else nn.Identity())
+                   else nn.Identity()).train(self.training)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each stage in the backward pass instead of storing its activations (training memory)."""
