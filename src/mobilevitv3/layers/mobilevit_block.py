@@ -30,7 +30,8 @@ from .transformer import TransformerLayer, global_norm
 def patch_multiple(x: Tensor, patch: int, align_corners: bool) -> Tensor:
     """`x` resized (bilinear) up to the next multiple of `patch` in height and width; `x` itself if it is one."""
     h, w = x.shape[-2], x.shape[-1]
-    size = [-(-h // patch) * patch, -(-w // patch) * patch]
+    # non-negative operands only: an exporter's integer division truncates, which floors only those
+    size = [(h + patch - 1) // patch * patch, (w + patch - 1) // patch * patch]
     if size[0] == h and size[1] == w:
         return x
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
