@@ -13,8 +13,8 @@ import pytest
 import mobilevitv3
 
 ROOT = Path(mobilevitv3.__file__).parent
-LAYERS = ["errors", "layers", "weights", "models", "hub", "timm", "data", "tasks", "export", "train", "infer", "bench", "commands",
-          "cli", "__main__"]
+LAYERS = ["errors", "layers", "weights", "models", "hub", "timm", "data", "tasks", "export", "train", "infer", "bench",
+          "commands", "cli", "__main__"]
 MAX_LINES = 400
 
 

@@ -63,6 +63,7 @@ def test_hubconf_serves_torch_hub_load(tmp_path):
 
 def test_train_writes_its_best_checkpoint_as_a_hub_folder(tmp_path):
     from PIL import Image
+
     from mobilevitv3.cli import main
     for split in ("train", "val"):
         for i, c in enumerate(("a", "b")):

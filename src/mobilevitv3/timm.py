@@ -16,8 +16,9 @@ class count, classifier, first conv, licence of the official weights.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import timm
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model

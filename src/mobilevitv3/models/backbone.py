@@ -17,7 +17,6 @@ checkpoints the BGR they were trained on.
 # No `from __future__ import annotations` here: an FX graph of the model copies `forward`'s annotations, and
 # TorchScript cannot read them as strings.
 from dataclasses import replace
-from typing import List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -29,7 +28,7 @@ from .config import ModelConfig
 from .identity import Identified, Identity, family_preprocess
 
 
-def take_indices(count: int, indices: Union[int, List[int], Tuple[int, ...], None]) -> List[int]:
+def take_indices(count: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
     """timm's index rule: None -> all `count`, an int n -> the last n, a sequence -> those (negative from the end)."""
     if indices is None:
         indices = count
@@ -43,7 +42,7 @@ def take_indices(count: int, indices: Union[int, List[int], Tuple[int, ...], Non
     return out
 
 
-def _drop_path_rates(cfg: ModelConfig, rate: float) -> List[Tuple[float, ...]]:
+def _drop_path_rates(cfg: ModelConfig, rate: float) -> list[tuple[float, ...]]:
     """Per MobileViT block, its transformer layers' stochastic-depth rates: 0 -> `rate` linearly over the net."""
     depths = [st.depth if st.attn_dim else 0 for st in cfg.stages]
     total = sum(depths)
@@ -125,10 +124,10 @@ class MobileViT(Identified, nn.Module):
         """Recompute each stage in the backward pass instead of storing its activations (training memory)."""
         self.grad_checkpointing = enable
 
-    def _stages(self, x: Tensor, take: List[int], last: int) -> Tuple[Tensor, List[Tensor]]:
+    def _stages(self, x: Tensor, take: list[int], last: int) -> tuple[Tensor, list[Tensor]]:
         """Run the stem and stages 0..`last`; the outputs of the stages in `take` are collected."""
         x = self.stem(x.flip(1) if self.flip_channels else x)
-        out: List[Tensor] = []
+        out: list[Tensor] = []
         for i, stage in enumerate(self.stages):
             if i <= last:
                 if self.grad_checkpointing and self.training and not torch.jit.is_scripting() \
@@ -140,9 +139,9 @@ class MobileViT(Identified, nn.Module):
                     out.append(x)
         return x, out
 
-    def forward_intermediates(self, x: Tensor, indices: Union[int, List[int], None] = None, norm: bool = False,
+    def forward_intermediates(self, x: Tensor, indices: int | list[int] | None = None, norm: bool = False,
                               stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
-                              ) -> Union[List[Tensor], Tuple[Tensor, List[Tensor]]]:
+                              ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """timm's contract: the stage outputs picked by `indices` (None: all 5, at the reductions of `feature_info`;
         an int n: the last n; a list: those), and unless `intermediates_only`, the `forward_features` output too.
         `stop_early` skips the stages after the last one taken (the output is then that stage's map, no final
@@ -156,8 +155,8 @@ class MobileViT(Identified, nn.Module):
             return out
         return (self._final(x) if last == len(self.stages) - 1 else x), out
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
         """Drop the stages after the last of `indices` (and with `prune_head` the final conv and classifier): what
         timm's `features_only` wrapper keeps. Returns the indices, absolute."""
         take = take_indices(len(self.stages), indices)
@@ -192,13 +191,13 @@ class MobileViTFeatures(MobileViT):
     """The headless backbone (timm's `features_only`): `forward` returns the maps of the stages in `out_indices`,
     described in that order by `feature_info`; the stages after the last one are not built."""
 
-    def __init__(self, cfg: ModelConfig, *, out_indices: Tuple[int, ...] = (0, 1, 2, 3, 4), **kwargs) -> None:
+    def __init__(self, cfg: ModelConfig, *, out_indices: tuple[int, ...] = (0, 1, 2, 3, 4), **kwargs) -> None:
         super().__init__(cfg, features_only=True, **kwargs)
         self.out_indices = take_indices(len(self.stages), list(out_indices))
         self.stages = self.stages[:max(self.out_indices) + 1]
         self.feature_info = [self.feature_info[i] for i in self.out_indices]
 
-    def forward(self, x: Tensor) -> List[Tensor]:  # type: ignore[override]
+    def forward(self, x: Tensor) -> list[Tensor]:  # type: ignore[override]
         return self._stages(x, self.out_indices, len(self.stages) - 1)[1]
 
 

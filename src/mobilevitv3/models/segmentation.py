@@ -1,13 +1,14 @@
 """Semantic segmentation: DeepLabv3 (ASPP, Chen et al. 2017) and PSPNet (Zhao et al. 2017) on any zoo backbone.
 
-Heads see the backbone only through its features_only contract: `backbone(x)` (the maps) / `feature_info`. The official v1-based release
-uses a 256-channel ASPP without auxiliary head; the v2-based one 512 channels, align_corners=True upsampling and an
-auxiliary FCN head on layer4 (training only, weight 0.4) -- `SegHeadConfig` holds those differences as data.
+Heads see the backbone only through its features_only contract: `backbone(x)` (the maps) and `feature_info`.
+The official v1-based release uses a 256-channel ASPP without auxiliary head; the v2-based one 512 channels,
+align_corners=True upsampling and an auxiliary FCN head on layer4 (training only, weight 0.4) -- `SegHeadConfig`
+holds those differences as data.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Literal, Optional, Tuple, Union
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -108,7 +109,7 @@ class SegmentationModel(Identified, nn.Module):
         self.head = SegHead(info[-1]["num_chs"], num_classes, head)
         self.aux_head = AuxHead(info[-2]["num_chs"], num_classes, head.dropout) if head.aux_head else None
 
-    def forward(self, x: Tensor, size: Optional[List[int]] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    def forward(self, x: Tensor, size: list[int] | None = None) -> Tensor | tuple[Tensor, Tensor]:
         """`size` (h, w): upsample the logits straight to it (the v2 evaluation returns them at the original image
         size from the 1/os map) instead of to the input size."""
         out_size = [x.shape[-2], x.shape[-1]] if size is None else [size[0], size[1]]
@@ -118,7 +119,7 @@ class SegmentationModel(Identified, nn.Module):
             return logits, self._upsample(self.aux_head(feats[-2]), out_size)
         return logits
 
-    def _upsample(self, t: Tensor, size: List[int]) -> Tensor:
+    def _upsample(self, t: Tensor, size: list[int]) -> Tensor:
         return F.interpolate(t, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def reset_classifier(self, num_classes: int) -> None:
