@@ -72,7 +72,7 @@ def test_house_every_module_belongs_to_a_stated_layer():
 def test_house_the_layer_order_is_the_one_the_package_states():
     doc_order = [line.split()[0] for line in mobilevitv3.__doc__.splitlines()
                  if line.startswith("    ") and line.split() and line.split()[0] in LAYERS]
-    assert doc_order == [l for l in LAYERS if l not in ("cli", "__main__")]
+    assert doc_order == [layer for layer in LAYERS if layer not in ("cli", "__main__")]
 
 
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _layer(m) is not None))
@@ -125,3 +125,22 @@ print(json.dumps([changed, matplotlib.get_backend() == backend, torch.get_num_th
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "MPLBACKEND": "TkAgg", "HOME": "/tmp"})
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[], True, True]
+
+
+def _reach(start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in GRAPH[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+@pytest.mark.parametrize("start", ["mobilevitv3.export", "mobilevitv3.commands.export", "mobilevitv3.infer.load"])
+def test_house_export_and_loading_do_not_depend_on_train(start):
+    """Exporting or loading a model needs no training code: no import path from export/, the export command or the
+    loader reaches train/."""
+    reached = _reach(start) | {m for m in MODULES if m.startswith(start + ".")}
+    for module in list(reached):
+        reached |= _reach(module)
+    assert sorted(m for m in reached if m.startswith("mobilevitv3.train")) == []

@@ -235,7 +235,7 @@ def test_ssd_postprocess_caps_200_per_class_v1_and_per_image_v2(per_image):
 
     from mobilevitv3 import create_model
     model = create_model("ssdlite_mobilevitv3_xxs.coco").eval()
-    model.cfg = replace(model.cfg, nms_iou=1.0, per_image_limit=per_image)   # NMS keeps every anchor box
+    model.head_cfg = replace(model.head_cfg, nms_iou=1.0, per_image_limit=per_image)   # NMS keeps every anchor box
     a = model.anchors(320, 320).shape[0]
     logits = torch.zeros(1, a, 81)
     logits[..., 1:3] = 10.0                                  # classes 1 and 2 score ~0.5 on every anchor

@@ -124,8 +124,8 @@ def test_edge_friendly_computes_the_same_function(arch):
 
 def test_pt2e_int8_graph_close_to_float(digits_run):
     from mobilevitv3.export.pt2e import calibrated_int8
-    from mobilevitv3.infer.run import load_model
-    model, cfg = load_model(str(digits_run))
+    from mobilevitv3.infer import load
+    model, cfg = load(str(digits_run))
     images = torch.stack(calibration_images(model, cfg, "digits", 16))[:, None]     # [16, 1, 3, 32, 32]
     graph = calibrated_int8(model, images, images[0])
     targets = {str(n.target) for n in graph.graph.nodes if n.op == "call_function"}
@@ -138,8 +138,8 @@ def test_pt2e_int8_graph_close_to_float(digits_run):
 
 def test_qat_step_trains_and_converts(digits_run):
     from mobilevitv3.export.pt2e import QATModel, convert_qat
-    from mobilevitv3.infer.run import load_model
-    model, cfg = load_model(str(digits_run))
+    from mobilevitv3.infer import load
+    model, cfg = load(str(digits_run))
     images = torch.stack(calibration_images(model, cfg, "digits", 16))
     qat = QATModel(model, (32, 32)).train()
     before = {k: v.clone() for k, v in qat.state_dict().items()}
@@ -212,11 +212,13 @@ def test_quantize_missing_runtime_package_names_it(monkeypatch, tmp_path, capsys
            "needs the Python package onnxruntime")
 
 
-def test_quantize_qat_checkpoint_to_onnx_is_refused(tmp_path, capsys, monkeypatch):
-    from mobilevitv3.infer import calibration
-    monkeypatch.setattr(calibration, "_qat_config", lambda path: {"qat": True})
+def test_quantize_qat_checkpoint_to_onnx_is_refused(tmp_path, capsys):
+    """A checkpoint whose saved config says `qat` (read from the same single read of the file) is refused for ONNX."""
+    model = create_model("mobilevitv3_xxs", num_classes=3)
+    qat = tmp_path / "qat.pt"
+    torch.save({"model": model.state_dict(), "identity": model.identity.to_dict(), "config": {"qat": True}}, qat)
     out = tmp_path / "m.onnx"
-    _fails(["quantize", str(tmp_path / "qat.pt"), "--format", "onnx", "-o", str(out)], out, capsys,
+    _fails(["quantize", str(qat), "--format", "onnx", "-o", str(out)], out, capsys,
            "quantize it with --format executorch")
 
 

@@ -77,7 +77,7 @@ def test_chain_train_eval_export_onnxruntime_predict(reference, data, tmp_path, 
     assert json.loads(meta["class_names"]) == ["a", "b", "c"] and meta["channel_order"] == "bgr"
 
     import onnxruntime as ort
-    model, _ = mobilevitv3.infer.run.load_model(str(best))
+    model, _ = mobilevitv3.infer.load(str(best))
     transform = eval_transform(pipeline(TrainConfig(model="mobilevitv3_xxs", image_size=32), model))
     session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     hits = total = 0

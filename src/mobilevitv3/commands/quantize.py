@@ -25,7 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from ..infer.calibration import quantize_from
+    from ..infer.quantization import quantize_from
     return quantize_from(args.model, weights=args.weights, calib=args.calib, calib_images=args.calib_images,
                          fmt=args.format, out=args.output, method=args.method, num_classes=args.num_classes,
                          copy=args.copy, image_size=args.image_size)

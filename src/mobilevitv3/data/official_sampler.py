@@ -22,15 +22,11 @@ from typing import Iterator, Literal, Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from ..layers import make_divisible
+
 log = logging.getLogger(__name__)
 Kind = Literal["variable", "v1_fixed", "v2_fixed"]
 Batch = list[tuple[int, int, int]]   # (index, height, width) per sample
-
-
-def make_divisible(value: float, divisor: int) -> int:
-    """TF-MobileNet rounding to a multiple of `divisor`, never more than 10% below `value`."""
-    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
-    return new + divisor if new < 0.9 * value else new
 
 
 def variable_batch_plan(base: tuple[int, int] | int, batch_size: int, *, min_size: tuple[int, int] | int = 160,

@@ -46,6 +46,10 @@ class Pipeline:
     backend: str = "pil"    # "opencv": the v1 family's OpenCV pipeline (BGR reads, INTER_LINEAR, floor crops)
 
 
+AUGMENT_FIELDS = ("rrc_scale", "rrc_ratio", "hflip", "randaugment", "randaugment_ops", "randaugment_magnitude",
+                  "random_erase")
+
+
 def model_preprocess(model: nn.Module) -> Preprocess:
     """The preprocessing the model's weights expect (its identity: the tag's, or the family's convention)."""
     return model.identity.preprocess
@@ -65,12 +69,12 @@ def pipeline(cfg: Any, model: nn.Module) -> Pipeline:
     interpolation = cfg.interpolation or pre.interpolation
     # the v1 releases read, resized and cropped with OpenCV (training.md §6); asking for bicubic leaves that path
     backend = "opencv" if model.identity.family == "v1" and interpolation == "bilinear" else "pil"
+    # evaluation settings carry no training augmentation: the Pipeline's defaults stand in for it
+    augment = {name: getattr(cfg, name) for name in AUGMENT_FIELDS if hasattr(cfg, name)}
+    augment |= {name: tuple(augment[name]) for name in ("rrc_scale", "rrc_ratio") if name in augment}
     return Pipeline(channel_order=cfg.channel_order or pre.channel_order, backend=backend,
                     interpolation=interpolation, mean=pre.mean, std=pre.std,
-                    eval_resize=resize, eval_crop=crop, rrc_scale=tuple(cfg.rrc_scale),
-                    rrc_ratio=tuple(cfg.rrc_ratio), hflip=cfg.hflip, randaugment=cfg.randaugment,
-                    randaugment_ops=cfg.randaugment_ops, randaugment_magnitude=cfg.randaugment_magnitude,
-                    random_erase=cfg.random_erase)
+                    eval_resize=resize, eval_crop=crop, **augment)
 
 
 def _tensor_tail(p: Pipeline) -> list[nn.Module]:

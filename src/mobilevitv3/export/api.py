@@ -77,9 +77,10 @@ def export(model: nn.Module, fmt: str, out: str | os.PathLike, *, image_size: in
            fp16: bool = False, verify: bool = True) -> dict:
     """Export `model` (any `create_model` result) as `fmt` to `out`; returns a JSON-able report.
 
-    `image_size`: (height, width) or one int; default: the tag's evaluation size, else 256. `dynamic_batch`: any batch
-    (checked at 1 and 3). `dynamic_size` (ONNX, ExportedProgram): any height/width that is a multiple of the model's
-    `size_multiple` -- at those sizes no MobileViT block meets an odd map, so the graph needs no resize branch.
+    `image_size`: (height, width) or one int; default: the size the weights were evaluated at, else 256.
+    `dynamic_batch`: any batch (checked at 1 and 3). `dynamic_size` (ONNX, ExportedProgram): any height/width that
+    is a multiple of the model's `size_multiple` -- at those sizes no MobileViT block meets an odd map, so the graph
+    needs no resize branch.
     The report holds the max abs difference from the eager float32 model on every checked input shape.
     """
     spec = _format(fmt)
@@ -160,12 +161,8 @@ def open_exported(path: str | os.PathLike, *, threads: int | None = None) -> Ope
 
 
 def default_image_size(model: nn.Module) -> tuple[int, int]:
-    """The tag's evaluation size (crop, or the fixed resize of dense tasks); 256 without a tag."""
-    if model.identity.tag is None:
-        return 256, 256
-    pre = model.identity.preprocess
-    size = pre.crop if pre.crop else pre.resize
-    return (size, size) if isinstance(size, int) else tuple(size)
+    """The size the model's weights were evaluated at (its training run's, or the tag's); 256 when unknown."""
+    return model.identity.eval_size or (256, 256)
 
 
 def size_multiple(model: nn.Module) -> int:
@@ -197,10 +194,10 @@ def deploy_metadata(model: nn.Module, size: tuple[int, int], multiple: int, dtyp
         meta["dataset"] = ident.dataset
     if ident.class_names:
         meta["class_names"] = json.dumps(list(ident.class_names))
-    cfg = getattr(model, "cfg", None)
-    if ident.task == "detection" and cfg is not None:
+    ssd = getattr(model, "head_cfg", None) if ident.task == "detection" else None   # SSDLite's SSDConfig
+    if ssd is not None:
         meta |= {"box_coding": "ssd (cx, cy, w, h) priors from model.anchors(h, w); class 0 is background",
-                 "center_variance": repr(cfg.center_variance), "size_variance": repr(cfg.size_variance)}
+                 "center_variance": repr(ssd.center_variance), "size_variance": repr(ssd.size_variance)}
     return meta
 
 

@@ -107,7 +107,6 @@ class QATModel(Identified, nn.Module):
     def __init__(self, model: nn.Module, image_size: tuple[int, int]) -> None:
         super().__init__()
         self.identity, self.num_classes = model.identity, model.num_classes
-        self.build_kwargs = dict(getattr(model, "build_kwargs", {}))
         self.image_size = tuple(image_size)
         self.graph = prepare_qat(model, torch.rand(2, 3, *self.image_size))
         self._float = [model]   # a list: not a submodule, so its parameters are not trained or saved twice

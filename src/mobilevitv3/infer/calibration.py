@@ -1,5 +1,4 @@
-"""Calibration images for INT8 quantization (N images of a data set, read exactly as `mobilevitv3 eval` reads them)
-and `quantize_from`, the library side of `mobilevitv3 quantize`.
+"""Calibration images for INT8 quantization: N images of a data set, read exactly as `mobilevitv3 eval` reads them.
 
 The images come from the validation split of DATA (`digits`, `scenes`, an ImageFolder, a VOC/ADE20K/COCO root)
 through the task's own evaluation transform, so the quantizer sees the model's preprocessing (channel order, resize,
@@ -8,54 +7,23 @@ evaluation apart, give `--calib` a different folder from the one `eval --data` r
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..export.quantize import MIN_CALIBRATION, quantize
+from ..export.quantize import MIN_CALIBRATION
 from ..tasks import get_task
 
 log = logging.getLogger(__name__)
-EVAL_FIELDS = ("image_size", "eval_resize", "eval_crop", "interpolation", "channel_order", "task_options")
-
-
-def quantize_from(source: str, *, weights: str | None = None, calib: str | None, calib_images: int = 256, fmt: str,
-                  out: str, method: str = "minmax", num_classes: int | None = None,
-                  copy: Literal["model", "ema"] | None = None, image_size: int | None = None) -> dict:
-    """INT8 `fmt` file of a checkpoint (or NAME + weights, or a bare NAME: random weights) calibrated on
-    `calib_images` images of `calib`; the evaluation settings used travel in the file (`eval_config`)."""
-    from ..export.quantize import check_format
-    from .run import is_file_argument, load_model
-    check_format(fmt)          # a format or runtime package problem is reported before any model or data work
-    qat = _qat_config(source if weights is None else weights)
-    if qat is not None:
-        return _quantize_qat(weights or source, qat, fmt=fmt, out=out, calib=calib, copy=copy)
-    if calib is None:
-        raise UserError("--calib DATA is needed: post-training quantization calibrates on the model's own data")
-    if weights is None and not is_file_argument(source):
-        from ..models import create_model
-        from ..train.config import TrainConfig
-        model = create_model(source, num_classes=num_classes).eval()
-        cfg = TrainConfig(model=source)
-    else:
-        model, cfg = load_model(source, weights, num_classes=num_classes, copy=copy)
-    if image_size is not None:
-        cfg = replace(cfg, image_size=image_size, eval_crop=image_size)
-    images = calibration_images(model, cfg, calib, calib_images)
-    settings = {k: getattr(cfg, k) for k in EVAL_FIELDS}
-    report = quantize(model, fmt, out, calibration=images, method=method,
-                      metadata={"eval_config": json.dumps(settings)})
-    return {**report, "calibration_data": calib}
 
 
 def calibration_images(model: nn.Module, cfg: Any, data: str, count: int, *, seed: int = 0) -> list[Tensor]:
     """`count` preprocessed images [3, H, W] from `data`'s validation split for `model` (its task decides how the
-    data is read); `cfg` is the model's TrainConfig (the one saved in its checkpoint, or a default)."""
+    data is read); `cfg` is the model's evaluation settings (the loader's)."""
     if not isinstance(count, int) or count < MIN_CALIBRATION:
         raise UserError(f"--calib-images must be at least {MIN_CALIBRATION}, got {count}")
     task = get_task(model.identity.task)
@@ -95,38 +63,3 @@ def _image_of(sample: Any) -> Tensor | None:
     if not isinstance(image, Tensor) or image.ndim != 3:
         raise UserError("the data set does not give [3, H, W] images for calibration")
     return image.float()
-
-
-def _qat_config(path: str) -> dict[str, Any] | None:
-    """The saved TrainConfig of a `train --qat` checkpoint, else None."""
-    from ..train.checkpoints import saved_config
-    from .runtime import is_runtime_file
-    if is_runtime_file(path):
-        return None
-    saved, _ = saved_config(path)
-    return saved if saved and saved.get("qat") else None
-
-
-def _quantize_qat(path: str, saved: dict[str, Any], *, fmt: str, out: str, calib: str | None,
-                  copy: Literal["model", "ema"] | None) -> dict:
-    """A QAT checkpoint -> its INT8 .pte, from the trained fake-quant ranges (no calibration)."""
-    from ..export.pt2e import QATModel
-    from ..export.quantize import quantize_qat
-    from ..models import Identity, create_model
-    from ..train.config import from_dict
-    from ..weights import read_weights
-    if fmt != "executorch":
-        raise UserError(f"{path} is a quantization-aware-trained checkpoint (PT2E fake quantization for XNNPACK): "
-                        f"quantize it with --format executorch; for {fmt}, quantize the float checkpoint")
-    file = read_weights(path, copy=copy)
-    ident = Identity.from_dict(file.identity)
-    cfg = from_dict(saved)
-    float_model = create_model(ident.arch + (f".{ident.tag}" if ident.tag else ""), num_classes=ident.num_classes,
-                               **file.identity.get("build", {}))
-    float_model.identity = ident
-    model = QATModel(float_model, (cfg.image_size, cfg.image_size))
-    model.load_state_dict(file.state)
-    check = calibration_images(float_model, cfg, calib, MIN_CALIBRATION) if calib else None
-    settings = {k: getattr(cfg, k) for k in EVAL_FIELDS}
-    report = quantize_qat(model, out, check_images=check, metadata={"eval_config": json.dumps(settings)})
-    return {**report, "calibration_data": None}

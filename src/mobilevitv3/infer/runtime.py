@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +19,8 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..export import open_exported
-from ..models import Identity, create_model
+from ..models import model_from_identity
 from ..models.identity import Identified
-from ..train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 RUNTIME_SUFFIXES = (".onnx", ".pte")
@@ -94,27 +92,6 @@ def load_runtime_model(path: str | Path, *, threads: int | None = None) -> Runti
     if "identity" not in meta:
         raise UserError(f"{path} carries no mobilevitv3 metadata (not written by this package's export or "
                         f"quantize), so its model and preprocessing are unknown")
-    record = json.loads(meta["identity"])
-    ident = Identity.from_dict(record)
-    skeleton = create_model(ident.arch + (f".{ident.tag}" if ident.tag else ""), num_classes=ident.num_classes,
-                            **record.get("build", {})).eval()
-    skeleton.identity = ident
-    log.info("running %s in %s (%s, %s)", path, runtime, ident.name, meta.get("precision", "float32"))
+    skeleton = model_from_identity(json.loads(meta["identity"])).eval()
+    log.info("running %s in %s (%s, %s)", path, runtime, skeleton.name, meta.get("precision", "float32"))
     return RuntimeModel(path, run, meta, skeleton, runtime).eval()
-
-
-def runtime_model_and_config(path: str | Path, *, weights: str | None = None, num_classes: int | None = None,
-                             copy: str | None = None, threads: int | None = None) -> tuple[RuntimeModel, TrainConfig]:
-    """`load_runtime_model` plus the config `eval`/`predict` preprocess with: the evaluation settings stored in the
-    file by `quantize` (`eval_config`), else the defaults for the model's identity."""
-    given = [flag for flag, value in (("--weights", weights), ("--num-classes", num_classes), ("--ema", copy))
-             if value is not None]
-    if given:
-        raise UserError(f"{Path(path).name} is an exported model that carries its own weights and classes: give it "
-                        f"alone, without {', '.join(given)}")
-    model = load_runtime_model(path, threads=threads)
-    settings = json.loads(model.metadata.get("eval_config", "{}"))
-    cfg = replace(TrainConfig(model=model.identity.arch or model.name), **settings)
-    if model.identity.class_names:
-        cfg = replace(cfg, task_options={**cfg.task_options, "classes": list(model.identity.class_names)})
-    return model, cfg

@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from ..errors import UserError
 from ..layers import ConvNormAct, InvertedResidual, MobileViTBlock
 from .config import ModelConfig
-from .identity import Identified, Identity, family_preprocess
+from .identity import Identified, ModelIdentity, family_preprocess
 
 
 def take_indices(count: int, indices: int | list[int] | tuple[int, ...] | None) -> list[int]:
@@ -95,8 +95,8 @@ class MobileViT(Identified, nn.Module):
         self.features_only = features_only
         self.num_features = self.head_hidden_size = ch
         self.num_classes, self.global_pool = 0 if features_only else num_classes, global_pool
-        self.identity = Identity(None, "classification", cfg.block.family, self.num_classes,
-                                 family_preprocess(cfg.block.family))
+        self.identity = ModelIdentity(None, "classification", cfg.block.family, self.num_classes,
+                                      family_preprocess(cfg.block.family))
         if features_only:
             return
         self.final_conv = ConvNormAct(ch, cfg.head_channels, 1) if cfg.head_channels else nn.Identity()

@@ -45,13 +45,23 @@ def vit(channels: int, depth: int, d: int, ffn: int | None = None) -> Stage:
     return Stage(channels, depth, 2, attn_dim=d, ffn_dim=2 * d if ffn is None else ffn)
 
 
-def v1_family(block: BlockConfig, expand: int, dropout: float, c12: tuple[int, int],
-              c345: tuple[int, int, int], d345: tuple[int, int, int]) -> ModelConfig:
+@dataclass(frozen=True)
+class V1Row:
+    """One v1-based variant (MobileViTv1 or MobileViTv3 XXS/XS/S): the widths and depths its paper table gives."""
+    block: BlockConfig
+    expand: int                         # inverted-residual expansion
+    dropout: float                      # transformer dropout
+    channels: tuple[int, int, int, int, int]   # output channels of layer1 ... layer5
+    attn_dims: tuple[int, int, int]     # transformer width of the MobileViT blocks in layer3 ... layer5
+
+
+def v1_family(row: V1Row) -> ModelConfig:
+    c1, c2, *c345 = row.channels
     return ModelConfig(
-        stem=16, block=block, expand=expand, head_channels=min(4 * c345[2], 960), dropout=dropout,
+        stem=16, block=row.block, expand=row.expand, head_channels=min(4 * c345[2], 960), dropout=row.dropout,
         classifier_dropout=0.1,
-        stages=(mv2(c12[0], 1, stride=1), mv2(c12[1], 3),
-                *(vit(c, depth, d) for c, depth, d in zip(c345, (2, 4, 3), d345))))
+        stages=(mv2(c1, 1, stride=1), mv2(c2, 3),
+                *(vit(c, depth, d) for c, depth, d in zip(c345, (2, 4, 3), row.attn_dims))))
 
 
 def v2_family(block: BlockConfig, width: float) -> ModelConfig:
@@ -64,14 +74,18 @@ def v2_family(block: BlockConfig, width: float) -> ModelConfig:
                   for c, depth, di in zip((256, 384, 512), (2, 4, 3), d))))
 
 
-CONFIGS: dict[str, ModelConfig] = {
-    "mobilevit_xxs": v1_family(V1, 2, 0.05, (16, 24), (48, 64, 80), (64, 80, 96)),
-    "mobilevit_xs": v1_family(V1, 4, 0.1, (32, 48), (64, 80, 96), (96, 120, 144)),
-    "mobilevit_s": v1_family(V1, 4, 0.1, (32, 64), (96, 128, 160), (144, 192, 240)),
-    "mobilevitv3_xxs": v1_family(V3_ON_V1, 2, 0.05, (16, 24), (64, 80, 128), (64, 80, 96)),
-    "mobilevitv3_xs": v1_family(V3_ON_V1, 4, 0.1, (32, 48), (96, 160, 160), (96, 120, 144)),
-    "mobilevitv3_s": v1_family(V3_ON_V1, 4, 0.1, (32, 64), (128, 256, 320), (144, 192, 240)),
+V1_ROWS = {
+    "mobilevit_xxs": V1Row(V1, expand=2, dropout=0.05, channels=(16, 24, 48, 64, 80), attn_dims=(64, 80, 96)),
+    "mobilevit_xs": V1Row(V1, expand=4, dropout=0.1, channels=(32, 48, 64, 80, 96), attn_dims=(96, 120, 144)),
+    "mobilevit_s": V1Row(V1, expand=4, dropout=0.1, channels=(32, 64, 96, 128, 160), attn_dims=(144, 192, 240)),
+    "mobilevitv3_xxs": V1Row(V3_ON_V1, expand=2, dropout=0.05, channels=(16, 24, 64, 80, 128),
+                             attn_dims=(64, 80, 96)),
+    "mobilevitv3_xs": V1Row(V3_ON_V1, expand=4, dropout=0.1, channels=(32, 48, 96, 160, 160),
+                            attn_dims=(96, 120, 144)),
+    "mobilevitv3_s": V1Row(V3_ON_V1, expand=4, dropout=0.1, channels=(32, 64, 128, 256, 320),
+                           attn_dims=(144, 192, 240)),
 }
+CONFIGS: dict[str, ModelConfig] = {name: v1_family(row) for name, row in V1_ROWS.items()}
 # L2: layer4's MobileViTv3 block with 2 transformer layers instead of 4 (the official `*_v3_fast` modes).
 for _name in ("mobilevitv3_xxs", "mobilevitv3_xs", "mobilevitv3_s"):
     _c = CONFIGS[_name]

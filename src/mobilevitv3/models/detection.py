@@ -78,7 +78,7 @@ class SSDLite(Identified, nn.Module):
 
     def __init__(self, backbone: MobileViTFeatures, num_classes: int, cfg: SSDConfig = SSDConfig()) -> None:
         super().__init__()
-        self.backbone, self.num_classes, self.cfg = backbone, num_classes, cfg
+        self.backbone, self.num_classes, self.head_cfg = backbone, num_classes, cfg
         self.identity = replace_task(backbone.identity, "detection", num_classes)
         self._sizes: dict[tuple[int, int], list[tuple[int, int]]] = {}
         c4, c5 = (f["num_chs"] for f in backbone.feature_info[-2:])
@@ -123,21 +123,21 @@ class SSDLite(Identified, nn.Module):
 
     def anchors(self, height: int, width: int) -> Tensor:
         """Priors [A, 4] as (cx, cy, w, h) in [0, 1], in the order of `forward`'s outputs."""
-        return _anchors(tuple(self.feature_sizes(height, width)), self.cfg)
+        return _anchors(tuple(self.feature_sizes(height, width)), self.head_cfg)
 
     # The official centre-form box coding against (cx, cy, w, h) priors, kept by hand: torchvision's BoxCoder codes
     # against corner boxes (priors converted there and back: rounding) and clamps the log-sizes at log(1000 / 16),
     # which the official decode does not.
     def decode(self, box_regressions: Tensor, anchors: Tensor) -> Tensor:
         """Regressions [..., A, 4] -> corner boxes (x1, y1, x2, y2) in [0, 1] units."""
-        c = self.cfg
+        c = self.head_cfg
         centers = box_regressions[..., :2] * c.center_variance * anchors[..., 2:] + anchors[..., :2]
         sizes = torch.exp(box_regressions[..., 2:] * c.size_variance) * anchors[..., 2:]
         return box_convert(torch.cat([centers, sizes], dim=-1), "cxcywh", "xyxy")
 
     def encode(self, boxes_cxcywh: Tensor, anchors: Tensor) -> Tensor:
         """Inverse of `decode` for matched ground truth (cx, cy, w, h) -> regression targets."""
-        c = self.cfg
+        c = self.head_cfg
         centers = (boxes_cxcywh[..., :2] - anchors[..., :2]) / anchors[..., 2:] / c.center_variance
         sizes = torch.log(boxes_cxcywh[..., 2:] / anchors[..., 2:]) / c.size_variance
         return torch.cat([centers, sizes], dim=-1)
@@ -154,7 +154,7 @@ class SSDLite(Identified, nn.Module):
     def postprocess(self, class_logits: Tensor, box_regressions: Tensor, image_sizes: list[tuple[int, int]],
                     input_size: tuple[int, int]) -> list[dict[str, Tensor]]:
         """Softmax, decode, per-class score threshold and NMS; boxes in pixels of each original image (h, w)."""
-        c = self.cfg
+        c = self.head_cfg
         anchors = self.anchors(*input_size).to(box_regressions)
         scores_all = class_logits.softmax(dim=-1)
         boxes_all = self.decode(box_regressions, anchors).clamp(0, 1)

@@ -7,7 +7,7 @@ over the positives' encoded offsets, both divided by the number of positives in 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

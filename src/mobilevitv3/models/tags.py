@@ -8,7 +8,7 @@ Architectures: every `CONFIGS` row as a classifier, and `deeplabv3_<backbone>`, 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import UserError
@@ -28,7 +28,6 @@ class Tag:
     preprocess: Preprocess
     dataset: str
     output_stride: int = 32
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def family(backbone: str) -> str:
@@ -73,14 +72,13 @@ def tag_for(arch: str, tag: str) -> Tag:
     if tag not in TAGS[task]:
         raise unknown(f"tag for {arch}", tag, list(TAGS[task]))
     pre = family_preprocess(family(backbone))
-    kwargs = head_settings(arch, tag)
     if task == "classification":
         return Tag(1000, pre, "imagenet")
     if task == "segmentation":
         ade = tag == "ade20k"
         return Tag(150 if ade else 21, replace(pre, resize=(512, 512), crop=None), tag,
-                   output_stride=8 if ade else 16, model_kwargs=kwargs)
-    return Tag(81, replace(pre, resize=(320, 320), crop=None), "coco", model_kwargs=kwargs)
+                   output_stride=8 if ade else 16)
+    return Tag(81, replace(pre, resize=(320, 320), crop=None), "coco")
 
 
 def get_tag(name: str) -> Tag | None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 
 from .base import Task
+from .settings import EvalSettings, evaluated_identity
 
 TASK_NAMES = ("classification", "segmentation", "detection")
 
@@ -19,4 +20,4 @@ def get_task(name: str) -> Task:
     return task() if isinstance(task, type) else task
 
 
-__all__ = ["TASK_NAMES", "Task", "get_task"]
+__all__ = ["TASK_NAMES", "EvalSettings", "Task", "evaluated_identity", "get_task"]

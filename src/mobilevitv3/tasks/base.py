@@ -21,8 +21,10 @@ class Task:
     The contract, in the order the engine uses it:
 
     `build_datasets(cfg, model, *, train=True) -> (train_set | None, val_set)`
-        `cfg` is the resolved `TrainConfig` (fields: `data`, `image_size`, `eval_resize`, `eval_crop`, augmentation
-        fields, and `task_options: dict` for anything task-specific, e.g. `{"mask_fill": 255}`); `model` is the
+        `cfg` is the resolved `TrainConfig` when training, the loader's `EvalSettings` (`settings.py`: the same
+        evaluation fields, no augmentation) with `train=False` (fields: `data`, `image_size`, `eval_resize`,
+        `eval_crop`, augmentation fields, and `task_options: dict` for anything task-specific, e.g.
+        `{"mask_fill": 255}`); `model` is the
         unwrapped model, whose `model.identity.preprocess` says the channel order, resize, crop and
         interpolation of its checkpoint. With `train=False` (`mobilevitv3 eval`) return `(None, val_set)` and do not
         touch the training split. A missing or empty dataset is a `UserError` with one clear line.
@@ -66,8 +68,8 @@ class Task:
 
     `predict(model, images, *, device, top_k, cfg=None) -> list[dict]`
         Used by `mobilevitv3 predict`: `images` is a list of RGB `PIL.Image`s; `model` is an eval-mode model with its
-        `identity` (preprocessing, class names when known). `cfg` is the TrainConfig saved in one of our
-        checkpoints (its eval sizes), or a default one for the model. Return one JSON-able dict per image.
+        `identity` (preprocessing, class names when known). `cfg` is the `EvalSettings` the loader gave
+        with the model (the sizes its identity or checkpoint records). Return one JSON-able dict per image.
 
     `main_metric` / `higher_is_better`
         The metric name in `evaluate`'s dict that decides `best.pt`, and its direction (top1/True, miou/True,

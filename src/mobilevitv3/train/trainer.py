@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..errors import UserError
 from ..hub import save_run
 from ..models import create_model, identity_record
-from ..tasks import get_task
+from ..tasks import evaluated_identity, get_task
 from ..weights import read_weights
 from . import checkpoints, distributed
 from .checkpoints import Progress
@@ -104,6 +104,7 @@ class Trainer:
         self.classes = list(getattr(train_set, "classes", None) or []) or None
         if self.classes and len(self.classes) == model.num_classes:
             model.identity = model.identity.with_classes(model.num_classes, self.classes)
+        model.identity = evaluated_identity(cfg, model)   # every file of the run says the sizes it evaluated at
         self.data_fingerprint = fingerprint(train_set, val_set)
         family = model.identity.family           # the official sampler of the family (loaders)
         if cfg.qat:   # fake-quantized PT2E graph (export/pt2e.py); `quantize` converts its checkpoint to INT8

@@ -19,7 +19,8 @@ OFFICIAL: list[Rule] = [
     (r"\.block\.exp_1x1\.", ".expand."), (r"\.block\.conv_3x3\.", ".dw."), (r"\.block\.red_1x1\.", ".project."),
     (r"\.local_rep\.(conv_3x3|0)\.", ".local_rep.conv_kxk."), (r"\.local_rep\.1\.", ".local_rep.conv_1x1."),
     (r"\.pre_norm_(mha|attn)\.0\.", ".norm1."), (r"\.pre_norm_(mha|attn)\.1\.", ".attn."),
-    (r"\.pre_norm_ffn\.0\.", ".norm2."), (r"\.pre_norm_ffn\.1\.", ".mlp.fc1."), (r"\.pre_norm_ffn\.[34]\.", ".mlp.fc2."),
+    (r"\.pre_norm_ffn\.0\.", ".norm2."), (r"\.pre_norm_ffn\.1\.", ".mlp.fc1."),
+    (r"\.pre_norm_ffn\.[34]\.", ".mlp.fc2."),
     (r"^conv_1x1_exp\.", "final_conv."), (r"^classifier\.(fc|1)\.", "fc."),
     # segmentation heads
     (r"^seg_head\.aspp\.aspp_layer\.convs\.4\.aspp_pool\.conv_1x1\.", "head.aspp.pool."),

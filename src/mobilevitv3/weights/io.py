@@ -47,6 +47,28 @@ def check_file(path: str | os.PathLike, what: str = "weights file") -> Path:
     return path
 
 
+EXPORTED = {".onnx": "an ONNX model", ".pte": "an ExecuTorch program", ".tflite": "a TFLite model",
+            ".mlpackage": "a CoreML package"}
+
+
+def exported_kind(path: Path) -> str | None:
+    """What kind of exported (runnable, not loadable) model file `path` is, or None for anything else."""
+    if path.suffix in EXPORTED:
+        return EXPORTED[path.suffix]
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any("/code/" in n for n in names) and any(n.endswith("/constants.pkl") for n in names):
+        return "a TorchScript program"
+    if any(n.endswith("/models/model.json") for n in names):
+        return "a torch.export program"
+    return None
+
+
 def load_pickle(path: Path) -> Any:
     """torch.load(weights_only=True) with our own one-line errors (torch's refusal text advises disabling the
     safety check; ours does not)."""
@@ -55,16 +77,27 @@ def load_pickle(path: Path) -> Any:
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL ([\w.]+)", str(e))
         if found is None:
-            raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+            raise _unreadable(path, e) from None
         raise CheckpointError(f"{path}: refused: the file holds Python code or objects ({found[1]}) that safe "
                               f"loading never runs; only tensors and plain types are accepted") from None
     except (RuntimeError, EOFError, IndexError, zipfile.BadZipFile, OSError, ValueError, KeyError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(e)})") from None
+        raise _unreadable(path, e) from None
+
+
+def _unreadable(path: Path, e: BaseException) -> CheckpointError:
+    """The one line for a file torch cannot read safely: what it is when it is an exported model, else why."""
+    if (kind := exported_kind(path)) is not None:
+        return CheckpointError(f"{path} is {kind} (an exported model), not a checkpoint: weights load from "
+                               f"checkpoints (.pt/.pth/.safetensors); `eval`/`predict` also run .onnx and .pte "
+                               f"files")
+    return CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_reason(e)})")
 
 
 def read_weights(path: str | os.PathLike, *, copy: Literal["model", "ema"] | None = None) -> Weights:
     """The tensors of a weights file in their own key layout (nothing renamed yet), with what the file says of
     itself. `copy`: 'model' (raw, the default) or 'ema' for files holding both."""
+    if copy not in (None, "model", "ema"):
+        raise UserError(f"copy must be 'model' (the raw weights) or 'ema', got {copy!r}")
     path = check_file(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path, copy)
@@ -74,10 +107,6 @@ def read_weights(path: str | os.PathLike, *, copy: Literal["model", "ema"] | Non
     known = ("model", "ema", "state_dict", "identity", "config")
     return Weights(_tensors(state, str(path)), str(path), chosen, meta.get("identity"), meta.get("config"),
                    {k: v for k, v in meta.items() if k not in known} or None)
-
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    return read_weights(path).state
 
 
 def _read_safetensors(path: Path, copy: str | None) -> Weights:
@@ -117,10 +146,14 @@ def _tensors(state: Any, where: str) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{where}: no state dict found (expected tensors, or one under 'model'/'state_dict')")
 
 
-def unwrap(obj: object, where: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """The raw tensors of an in-memory checkpoint object."""
-    return _tensors(_select(obj, None, where)[0], where)
-
-
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _reason(e: BaseException) -> str:
+    """torch's reason without its advice to load with weights_only=False (the unsafe path)."""
+    text = str(e)
+    if "weights_only" not in text:
+        return _first_line(e)
+    found = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+    return found[1].strip() if found else "not a tensor archive"
