@@ -7,7 +7,6 @@ local folder) in `from_pretrained`, and `push_to_hub`, need it (`pip install mob
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Any
 from torch import nn
 
 from .errors import UserError
-from .models import create_model, identity_record, load_model
-from .models.identity import Identity
-from .weights import atomic_write, load_pickle, save_safetensors
+from .models import identity_record, load_model, model_from_identity
+from .models.identity import ModelIdentity
+from .weights import atomic_write, load_pickle, read_weights, save_safetensors
 from .weights.io import IDENTITY_KEY
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,7 @@ def save_pretrained(model: nn.Module, save_directory: str | Path, *, metrics: di
                     license: str = OFFICIAL_LICENSE) -> Path:
     """Write `model` as a Hub folder: config.json, model.safetensors, README.md (architecture, preprocessing,
     `metrics` of the run, the weights' `license`). Returns the folder."""
-    if not isinstance(getattr(model, "identity", None), Identity) or model.identity.arch is None:
+    if not isinstance(getattr(model, "identity", None), ModelIdentity) or model.identity.arch is None:
         raise UserError("save_pretrained needs a model built by mobilevitv3.create_model (it records its name)")
     folder = Path(save_directory)
     if folder.exists() and not folder.is_dir():
@@ -69,14 +68,10 @@ def from_pretrained(path_or_repo_id: str | Path, *, revision: str | None = None,
             raise UserError(f"{folder} is not a mobilevitv3 Hub folder: no {name}")
     try:
         config = json.loads((folder / CONFIG).read_text())
-        ident = Identity.from_dict(config)
+        ident = ModelIdentity.from_dict(config)
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{folder / CONFIG} is not a mobilevitv3 config: {e}") from None
-    name = f"{ident.arch}.{ident.tag}" if ident.tag else ident.arch
-    model = create_model(name, num_classes=ident.num_classes, weights=str(folder / WEIGHTS),
-                         **config.get("build", {}))
-    model.identity = dataclasses.replace(model.identity, class_names=ident.class_names,
-                                         preprocess=ident.preprocess)
+    model = model_from_identity(config, weights=read_weights(folder / WEIGHTS), num_classes=ident.num_classes)
     return model.eval()
 
 
@@ -98,7 +93,7 @@ def push_to_hub(model: nn.Module, repo_id: str, *, metrics: dict[str, Any] | Non
 def model_card(model: nn.Module, *, metrics: dict[str, Any] | None = None, license: str = OFFICIAL_LICENSE) -> str:
     """A Hub model card: YAML front matter (licence, library, tags) and the model's architecture, input
     convention, metrics of its run and weights licence."""
-    ident: Identity = model.identity
+    ident: ModelIdentity = model.identity
     pre = ident.preprocess
     params = sum(p.numel() for p in model.parameters())
     lic = f"license: {license}\n" if license in HUB_LICENSES else f"license: other\nlicense_name: {license}\n"

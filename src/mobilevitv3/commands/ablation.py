@@ -1,8 +1,8 @@
 """`mobilevitv3 ablation`: parameters and MACs of the paper's block ablation rows."""
 import argparse
 
-from ..errors import UserError
 from ..bench.zoo import ablation, table
+from ..errors import UserError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
