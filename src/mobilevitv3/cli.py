@@ -24,6 +24,7 @@ COMMANDS = {
     "train": "train a classifier, segmenter or detector",
     "eval": "evaluate a model on a dataset",
     "predict": "predict on image files",
+    "gallery": "a picture of held-out scene predictions beside the ground truth (masks and boxes)",
     "bench": "latency / throughput benchmark (optionally against timm)",
     "export": "export to ONNX, TorchScript, ExportedProgram, CoreML, ExecuTorch or TFLite",
     "quantize": "post-training INT8 quantization to ONNX or ExecuTorch, checked against the float model",

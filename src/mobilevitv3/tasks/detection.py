@@ -152,11 +152,14 @@ class Detection(Task):
         return results
 
 
-def draw_boxes(image: Tensor, boxes: Tensor, labels: Tensor, scores: Tensor, names: list[str]):
+def draw_boxes(image: Tensor, boxes: Tensor, labels: Tensor, scores: Tensor | None, names: list[str]):
+    """Boxes with their class names (and scores, where given: None draws ground truth) over the uint8 image."""
     if len(boxes) == 0:
         return to_pil_image(image)
     colours = palette(len(names))
-    text = [f"{names[c]} {s:.2f}" for c, s in zip(labels.tolist(), scores.tolist())]
+    text = [names[c] for c in labels.tolist()]
+    if scores is not None:
+        text = [f"{t} {s:.2f}" for t, s in zip(text, scores.tolist())]
     drawn = draw_bounding_boxes(image.as_subclass(Tensor), boxes, labels=text, width=2,
                                 colors=[colours[c] for c in labels.tolist()])
     return to_pil_image(drawn)
