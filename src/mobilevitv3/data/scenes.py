@@ -135,10 +135,10 @@ def _tile_shape(rng: np.random.Generator, scale: tuple[int, int], size: int) -> 
 
 
 def _tile_alpha(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """A tile's coverage [h, w] in [0, 1]: a superellipse |x|^p + |y|^p <= 1, p from 2 (ellipse) to 8 (rounded
-    rectangle)."""
+    """A tile's coverage [h, w] in [0, 1]: a superellipse |x|^p + |y|^p <= 1, p from 3 (a squircle, which still
+    holds a centred square of 0.79 of its side: room for a large digit) to 8 (a rounded rectangle)."""
     (h, w), k = shape, SUPERSAMPLE
-    p = float(rng.uniform(2.0, 8.0))
+    p = float(rng.uniform(3.0, 8.0))
     yy = np.abs((np.arange(h * k, dtype=np.float32) + 0.5) / (h * k) * 2 - 1) ** p   # sub-pixel centres
     xx = np.abs((np.arange(w * k, dtype=np.float32) + 0.5) / (w * k) * 2 - 1) ** p
     inside = yy[:, None] + xx[None, :] <= 1                                  # [h*k, w*k]
@@ -146,14 +146,15 @@ def _tile_alpha(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _digit_ink(rng: np.random.Generator, digit: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
-    """The 8x8 ink upscaled (bicubic) to 50-65% of the tile's smaller side (inside any superellipse), and its
-    top-left corner in the tile, centred with a small jitter."""
+    """The 8x8 ink upscaled (bicubic) to 62-78% of the tile's smaller side (its blank 8x8 margins keep the strokes
+    inside the squircle), and its top-left corner in the tile, centred with a small jitter. Large on purpose: the
+    class is read from it, at the scale a 128x128 scene allows."""
     h, w = shape
-    side = max(8, int(round(min(h, w) * rng.uniform(0.5, 0.65))))
+    side = max(8, int(round(min(h, w) * rng.uniform(0.62, 0.78))))
     t = torch.from_numpy(digit)[None, None]
     ink = F.interpolate(t, size=(side, side), mode="bicubic", align_corners=False)[0, 0]
     ink = ((ink - 0.1) / 0.5).clamp(0, 1).numpy()       # ink levels 0.6-1 become a solid stroke, faint ones fade
-    jitter = lambda free: int(round(free / 2 + rng.uniform(-0.15, 0.15) * free))   # noqa: E731
+    jitter = lambda free: int(round(free / 2 + rng.uniform(-0.25, 0.25) * free))   # noqa: E731
     return ink, jitter(h - side), jitter(w - side)
 
 
