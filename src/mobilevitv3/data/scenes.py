@@ -160,6 +160,8 @@ def _digit_ink(rng: np.random.Generator, digit: np.ndarray, shape: tuple[int, in
 
 def _colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
     """A random colour far from most of the pixels `under` [K, 3] it will cover (best of 20 draws)."""
+    if len(under) == 0:
+        return rng.uniform(0, 255, 3)
     best, best_score = None, -1.0
     under = under[:: max(1, len(under) // 256)]         # a sample is enough for a percentile
     for _ in range(20):
