@@ -146,11 +146,11 @@ def _tile_alpha(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _digit_ink(rng: np.random.Generator, digit: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int, int]:
-    """The 8x8 ink upscaled (bicubic) to 62-78% of the tile's smaller side (its blank 8x8 margins keep the strokes
+    """The 8x8 ink upscaled (bicubic) to 66-80% of the tile's smaller side (its blank 8x8 margins keep the strokes
     inside the squircle), and its top-left corner in the tile, centred with a small jitter. Large on purpose: the
     class is read from it, at the scale a 128x128 scene allows."""
     h, w = shape
-    side = max(8, int(round(min(h, w) * rng.uniform(0.62, 0.78))))
+    side = max(8, int(round(min(h, w) * rng.uniform(0.66, 0.8))))
     t = torch.from_numpy(digit)[None, None]
     ink = F.interpolate(t, size=(side, side), mode="bicubic", align_corners=False)[0, 0]
     ink = ((ink - 0.1) / 0.5).clamp(0, 1).numpy()       # ink levels 0.6-1 become a solid stroke, faint ones fade
@@ -158,14 +158,15 @@ def _digit_ink(rng: np.random.Generator, digit: np.ndarray, shape: tuple[int, in
     return ink, jitter(h - side), jitter(w - side)
 
 
-def _colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
-    """A random colour far from most of the pixels `under` [K, 3] it will cover (best of 20 draws)."""
+def _colour(rng: np.random.Generator, under: np.ndarray, *, dark: bool = False) -> np.ndarray:
+    """A random colour (`dark`: at 15-45% brightness) far from most of the pixels `under` [K, 3] it will cover
+    (best of 20 draws)."""
     if len(under) == 0:
         return rng.uniform(0, 255, 3)
     best, best_score = None, -1.0
     under = under[:: max(1, len(under) // 256)]         # a sample is enough for a percentile
     for _ in range(20):
-        colour = rng.uniform(0, 255, 3)
+        colour = rng.uniform(0, 255, 3) * (rng.uniform(0.15, 0.45) if dark else 1.0)
         score = float(np.percentile(np.linalg.norm(under - colour, axis=1), 10))
         if score > best_score:
             best, best_score = colour, score
@@ -176,16 +177,17 @@ def _colour(rng: np.random.Generator, under: np.ndarray) -> np.ndarray:
 
 def _paste_tile(rng: np.random.Generator, image: np.ndarray, alpha: np.ndarray, digit: np.ndarray,
                 corner: tuple[int, int]) -> np.ndarray:
-    """Paint a tile (a flat colour with a soft shading gradient) and its digit into `image` in place; returns the
-    tile's mask [h, w]."""
+    """Paint a tile (a dark colour with a soft shading gradient) and its digit (a pale tint of that colour: light
+    ink on dark, as in the digits set the classifier's backbone learned) into `image` in place; returns the tile's
+    mask [h, w]."""
     (y, x), (h, w) = corner, alpha.shape
     region, covered = image[y:y + h, x:x + w], alpha >= COVER
-    colour = _colour(rng, region[covered])
-    shade = np.linspace(-1, 1, h)[:, None, None] * rng.uniform(-20, 20, 3)        # [h, 1, 3] top-to-bottom
+    colour = _colour(rng, region[covered], dark=True)
+    shade = np.linspace(-1, 1, h)[:, None, None] * rng.uniform(-15, 15, 3)        # [h, 1, 3] top-to-bottom
     tile = np.broadcast_to(colour + shade, (h, w, 3))
     ink, dy, dx = _digit_ink(rng, digit, (h, w))
     window = (slice(dy, dy + ink.shape[0]), slice(dx, dx + ink.shape[1]))
-    pen = _colour(rng, tile[window][ink >= 0.5])
+    pen = colour + rng.uniform(0.7, 0.9) * (255 - colour)
     tile = tile.copy()
     tile[window] = tile[window] * (1 - ink[..., None]) + pen * ink[..., None]
     a = alpha[..., None]
