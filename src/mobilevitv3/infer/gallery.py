@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from ..data.scenes import SCENE_CLASSES, Scene, SceneSpec, is_scenes, make_scene, scene_spec
+from ..data.scenes import SCENE_CLASSES, Scene, SceneSpec, make_scene, scene_spec
 from ..errors import UserError
 from ..tasks.detection import draw_boxes
 from ..tasks.segmentation import overlay
-from .run import load_model, predict
+from .load import load
+from .run import predict
 
 log = logging.getLogger(__name__)
 HEADER = 14         # pixels of the title strip above the columns
@@ -61,14 +62,13 @@ def _check_checkpoints(checkpoints: list[str], device: str) -> tuple[list[str], 
         raise UserError("give at least one segmentation or detection checkpoint trained on the scenes")
     tasks, specs = [], set()
     for checkpoint in checkpoints:
-        model, cfg = load_model(checkpoint, device=device)
-        if model.task not in ("segmentation", "detection") or not is_scenes(cfg.data):
-            raise UserError(f"{checkpoint} is a {model.task} model trained on {cfg.data!r}; the gallery needs "
-                            f"segmentation or detection checkpoints trained on the scenes")
-        if model.num_classes != len(SCENE_CLASSES):
-            raise UserError(f"{checkpoint} predicts {model.num_classes} classes, the scenes have {len(SCENE_CLASSES)}")
+        model, settings = load(checkpoint, device=device)
+        names = settings.task_options.get("classes") or list(model.identity.class_names or [])
+        if model.task not in ("segmentation", "detection") or list(names) != SCENE_CLASSES:
+            raise UserError(f"{checkpoint} is a {model.task} model of classes {list(names)[:4]}...; the gallery "
+                            f"needs segmentation or detection checkpoints trained on the scenes")
         tasks.append(model.task)
-        specs.add(scene_spec(cfg.task_options))
+        specs.add(scene_spec(settings.task_options))
     if len(specs) > 1:
         raise UserError("the checkpoints were trained on different scene settings (task_options.scenes); the rows "
                         "of one picture must be the same scenes")
