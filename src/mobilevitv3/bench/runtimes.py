@@ -27,6 +27,7 @@ RUNTIMES: dict[str, tuple[str, ...]] = {
     "eager": ("ours", "timm"), "compiled": ("ours", "timm"), "optimized": ("ours",),
     "onnxruntime": ("ours", "timm"), "executorch": ("ours", "timm"),
     "int8": ("ours",),   # the package's INT8 ONNX file (export.quantize) in onnxruntime
+    "openvino": ("ours",),   # the package's OpenVINO IR (from its ONNX export) in OpenVINO's CPU plugin, f32
 }
 TORCH_RUNTIMES = ("eager", "compiled", "optimized")
 # timm implements these architectures under the same names (its v2 widths: 050 ... 200).
@@ -112,7 +113,7 @@ def build(spec: Spec) -> Built:
     if spec.fuse and spec.impl == "ours" and spec.runtime != "optimized":
         from ..layers import fuse
         model = fuse(model)
-    if spec.runtime in ("onnxruntime", "executorch", "int8"):
+    if spec.runtime in ("onnxruntime", "executorch", "int8", "openvino"):
         run, version = _exported(model, spec)
         return Built(_cached(lambda b: _image(spec, b).cpu(), run), train, params, version, False)
     model = model.to(spec.device)
@@ -162,7 +163,7 @@ def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[Tensor], object],
         raise UserError(f"--runtime {spec.runtime} times the float32 CPU graph: drop --device / --dtype")
     from ..export import open_exported
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.pte" if spec.runtime == "executorch" else "model.onnx")
+        path = os.path.join(tmp, {"executorch": "model.pte", "openvino": "model.xml"}.get(spec.runtime, "model.onnx"))
         if spec.runtime == "int8":   # latency only: random calibration images, the SNR check left out
             from ..export.quantize import quantize
             quantize(model, "onnx", path, calibration=list(torch.rand(8, 3, spec.image_size, spec.image_size)),

@@ -1,0 +1,86 @@
+"""OpenVINO runtime family (issue 20): the IR export computes the model in OpenVINO and carries its identity, `eval`
+of the IR gives the checkpoint's top-1 through the CLI, a failed export leaves neither .xml nor .bin, and a foreign
+IR is refused as a model in one line."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mobilevitv3 import UserError, create_model
+from mobilevitv3.cli import main
+from mobilevitv3.export import ExportError, export, open_exported
+from mobilevitv3.export.api import BACKENDS
+from mobilevitv3.export.job import Backend
+
+pytest.importorskip("openvino")
+
+SMALL = 64
+DIGITS = ["--model", "mobilevitv3_xxs", "--image-size", "32", "--batch-size", "32", "--epochs", "6",
+          "--threads", "1", "--workers", "0", "--warmup-iterations", "10", "--ema", "false"]
+
+
+def _json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("digits")
+    assert main(["train", *DIGITS, "--data", "digits", "--out", str(out)]) == 0
+    return out / "best.pt"
+
+
+def test_openvino_export_matches_eager_and_carries_its_metadata(tmp_path):
+    model = create_model("mobilevitv3_xxs.in1k").eval()
+    path = tmp_path / "m.xml"
+    report = export(model, "openvino", path, image_size=SMALL, dynamic_batch=True, fuse=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"]   # nothing staged is left over
+    assert report["bytes"] == path.stat().st_size + path.with_suffix(".bin").stat().st_size
+    assert report["max_abs_diff"] <= 1e-4 and report["runtime"].startswith("openvino")
+    opened = open_exported(path, threads=1)
+    assert opened.metadata == report["metadata"] and opened.metadata["model"] == "mobilevitv3_xxs.in1k"
+    x = torch.rand(3, 3, SMALL, SMALL, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(opened.run(x)[0], expected, rtol=0, atol=1e-4)   # f32 even on a bf16 CPU
+
+
+def test_cli_openvino_export_evaluates_to_the_checkpoint_top1(digits_run, tmp_path, capsys):
+    ir = tmp_path / "xxs.xml"
+    assert main(["export", str(digits_run), "--format", "openvino", "-o", str(ir), "--dynamic-batch",
+                 "--fuse"]) == 0   # at the size the run evaluated at (recorded in the checkpoint)
+    capsys.readouterr()
+    assert main(["eval", str(digits_run), "--data", "digits", "--workers", "0"]) == 0
+    eager = _json(capsys)
+    assert main(["eval", str(ir), "--data", "digits", "--workers", "0"]) == 0
+    ov = _json(capsys)
+    assert eager["top1"] > 80 and ov["images"] == eager["images"] == 360
+    assert ov["top1"] == eager["top1"]
+    assert main(["predict", str(ir), str(tmp_path / "none.png")]) == 2   # a missing image is still one line
+    assert "none.png" in capsys.readouterr().err
+
+
+def test_failed_openvino_export_leaves_neither_xml_nor_bin(tmp_path, monkeypatch):
+    def write_then_fail(job, path):
+        path.write_text("<net/>")
+        path.with_suffix(".bin").write_bytes(b"half")
+        raise RuntimeError("converter crashed")
+    monkeypatch.setitem(BACKENDS, "openvino", Backend(write_then_fail, BACKENDS["openvino"].open))
+    with pytest.raises(ExportError, match="openvino export of mobilevitv3_xxs failed: converter crashed"):
+        export(create_model("mobilevitv3_xxs"), "openvino", tmp_path / "m.xml", image_size=SMALL)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_foreign_ir_opens_without_metadata_and_is_refused_as_a_model(tmp_path):
+    import openvino as ov
+
+    from mobilevitv3.infer.runtime import load_runtime_model
+    path = tmp_path / "foreign.xml"
+    ov.save_model(ov.convert_model(torch.nn.Conv2d(3, 4, 1).eval(), example_input=torch.rand(1, 3, 8, 8)), str(path))
+    opened = open_exported(path)
+    assert opened.metadata == {} and opened.run(torch.ones(1, 3, 8, 8))[0].shape == (1, 4, 8, 8)
+    with pytest.raises(UserError, match="carries no mobilevitv3 metadata"):
+        load_runtime_model(path)
