@@ -84,3 +84,32 @@ def test_a_foreign_ir_opens_without_metadata_and_is_refused_as_a_model(tmp_path)
     assert opened.metadata == {} and opened.run(torch.ones(1, 3, 8, 8))[0].shape == (1, 4, 8, 8)
     with pytest.raises(UserError, match="carries no mobilevitv3 metadata"):
         load_runtime_model(path)
+
+
+# ---- INT8 through NNCF ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("max_drop", [None, 0.5])
+def test_cli_openvino_int8_evaluates_within_the_bound(digits_run, tmp_path, capsys, max_drop):
+    pytest.importorskip("nncf")
+    ir = tmp_path / "xxs.int8.xml"
+    bound = [] if max_drop is None else ["--max-drop", str(max_drop)]
+    assert main(["quantize", str(digits_run), "--calib", "digits", "--calib-images", "64", "--format", "openvino",
+                 "-o", str(ir), *bound]) == 0
+    report = _json(capsys)
+    assert report["max_drop"] == max_drop and ir.with_suffix(".bin").is_file() and min(report["logit_snr_db"]) > 6
+    assert main(["eval", str(digits_run), "--data", "digits", "--workers", "0"]) == 0
+    fp32 = _json(capsys)
+    assert main(["eval", str(ir), "--data", "digits", "--workers", "0"]) == 0
+    int8 = _json(capsys)
+    assert int8["images"] == fp32["images"] == 360 and fp32["top1"] > 80
+    # accuracy control measures on the same 360 validation images eval reads: the bound holds exactly there
+    assert fp32["top1"] - int8["top1"] <= (max_drop if max_drop is not None else 1.0)
+
+
+def test_max_drop_is_refused_where_it_cannot_be_measured(tmp_path, capsys):
+    out = tmp_path / "m.onnx"
+    capsys.readouterr()
+    assert main(["quantize", "mobilevitv3_xxs", "--calib", "digits", "--format", "onnx", "-o", str(out),
+                 "--max-drop", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--max-drop needs --format openvino" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())

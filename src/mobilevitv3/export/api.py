@@ -51,6 +51,7 @@ class Format:
     fp16: bool = True
     dynamic_batch: bool = True
     companions: tuple[str, ...] = ()       # suffixes of files written beside the main one (OpenVINO's .bin)
+    tolerance: float | None = None         # float32 tolerance of the runtime, where it is not TOLERANCE's
 
 
 FORMATS = {
@@ -64,8 +65,10 @@ FORMATS = {
     "tflite": Format(".tflite", (("litert_torch", "litert-torch>=0.10.0"), ("ai_edge_litert", "ai-edge-litert")),
                      fp16=False, dynamic_batch=False),  # litert-torch 0.10 cannot lower symbolic reshapes
     # OpenVINO IR from the ONNX export; float32 only (its CPU plugin picks bf16 at run time, see export/openvino.py)
+    # OpenVINO's CPU kernels in f32 are not PyTorch's: 1.1e-3 of the logit scale measured on a digits-trained
+    # v3-XXS (4.7e-3 at max |logit| 4.35; 3e-7 with random weights), so its check allows 3e-3.
     "openvino": Format(".xml", (("openvino", "openvino"), ("onnx", "onnx"), ("onnxscript", "onnxscript")),
-                       dynamic_size=True, fp16=False, companions=(".bin",)),
+                       dynamic_size=True, fp16=False, companions=(".bin",), tolerance=3e-3),
 }
 BACKENDS = {   # per format: its writer and its one runtime adapter (every caller opens a file through these)
     "onnx": Backend(onnx.write_onnx, onnx.open_onnx),
@@ -107,7 +110,8 @@ def export(model: nn.Module, fmt: str, out: str | os.PathLike, *, image_size: in
               metadata=deploy_metadata(model, (height, width), multiple, dtype, dynamic_batch))
     with _staged(path, spec.companions) as tmp:
         runtime, run = _write_and_load(fmt, job, tmp)
-        check = _compare(run, expected, dtype, verify) if run is not None else {"max_abs_diff": None}
+        relative = spec.tolerance or TOLERANCE[dtype]
+        check = _compare(run, expected, dtype, relative, verify) if run is not None else {"max_abs_diff": None}
     report = {"model": job.metadata["model"], "task": job.metadata["task"], "format": fmt, "path": str(path),
               "bytes": size_on_disk(path, spec.companions), "image_size": [height, width],
               "batch": "dynamic" if dynamic_batch else batch_size, "size_multiple": multiple or None,
@@ -273,7 +277,7 @@ def _eager(model: nn.Module, shapes: list[tuple[int, ...]]) -> list[tuple[Tensor
 
 
 def _compare(run: Callable[[Tensor], list[Tensor]], expected: list[tuple[Tensor, list]], dtype: torch.dtype,
-             verify: bool) -> dict:
+             relative: float, verify: bool) -> dict:
     diff, scale, checked, worst = 0.0, 1.0, [], None
     for x, ref in expected:
         try:
@@ -288,7 +292,7 @@ def _compare(run: Callable[[Tensor], list[Tensor]], expected: list[tuple[Tensor,
         diff, worst = (d, list(x.shape)) if worst is None or not d <= diff else (diff, worst)  # NaN sticks
         scale = max([scale] + [r.abs().max().item() for r in ref])
         checked.append(list(x.shape))
-    tol = TOLERANCE[dtype] * scale
+    tol = relative * scale
     if verify and not diff <= tol:
         raise ExportError(f"the exported model differs from eager PyTorch by {diff:.3g} on input {worst} "
                           f"(tolerance {tol:.3g})")
