@@ -113,3 +113,23 @@ def test_max_drop_is_refused_where_it_cannot_be_measured(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--max-drop needs --format openvino" in err and len(err.strip().splitlines()) == 1
     assert not list(tmp_path.iterdir())
+
+
+# ---- optimize in bf16 -----------------------------------------------------------------------------------------------
+def test_optimize_bf16_keeps_top1_on_real_digits(digits_run):
+    import mobilevitv3
+    from mobilevitv3.export import bf16
+    from mobilevitv3.infer.calibration import labelled_images
+    from mobilevitv3.infer.run import load_model
+    if not bf16.cpu_has_bf16():
+        pytest.skip("this CPU has no native bf16")
+    model, cfg = load_model(str(digits_run))
+    pairs = labelled_images(model, cfg, "digits", 360)
+    images = torch.stack([x for x, _ in pairs])
+    fast = mobilevitv3.optimize(model, image_size=tuple(images.shape[-2:]), threads=1, precision="bf16")
+    assert fast.backend == "openvino-bf16"
+    with torch.no_grad():
+        ref, got = model(images), fast(images)
+    # bf16: the same class on every real image, logits within BF16_TOLERANCE of the largest one
+    assert torch.equal(got.argmax(1), ref.argmax(1)) and len(pairs) == 360
+    assert (got - ref).abs().max().item() <= bf16.BF16_TOLERANCE * ref.abs().max().item()
