@@ -133,3 +133,15 @@ def test_optimize_bf16_keeps_top1_on_real_digits(digits_run):
     # bf16: the same class on every real image, logits within BF16_TOLERANCE of the largest one
     assert torch.equal(got.argmax(1), ref.argmax(1)) and len(pairs) == 360
     assert (got - ref).abs().max().item() <= bf16.BF16_TOLERANCE * ref.abs().max().item()
+
+
+def test_cli_bench_times_the_ir_in_openvino(capsys):
+    runtimes = ["openvino", "openvino-bf16"]
+    capsys.readouterr()
+    assert main(["bench", "mobilevitv3_xxs", "--runtime", *runtimes, "--image-size", "64", "--threads", "1",
+                 "--warmup", "1", "--runs", "4", "--chunk", "2", "--no-train"]) == 0
+    (row,) = _json(capsys)["results"]
+    assert set(row["runtimes"]) == {f"ours/{r}" for r in runtimes}
+    assert row["runtimes"]["ours/openvino"]["runtime_version"].endswith("(CPU, f32)")
+    assert row["runtimes"]["ours/openvino-bf16"]["runtime_version"].endswith("(CPU, bf16)")
+    assert all(s["runs"] == 4 and s["latency_ms_median"] > 0 for s in row["runtimes"].values())
