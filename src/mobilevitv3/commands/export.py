@@ -13,7 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", required=True, metavar="FORMAT",
                    help=f"one of {', '.join(FORMAT_NAMES)}")
     p.add_argument("-o", "--output", required=True,
-                   help="output file (.mlpackage folder for coreml; .xml for openvino, its weights in the .bin beside it)")
+                   help="output file (.mlpackage folder for coreml; .xml for openvino, its weights in the .bin "
+                        "beside it)")
     p.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"),
                    help="input height and width (one value: square); default: the size the checkpoint was "
                         "evaluated at (its training run's, or the tag's), else 256")

@@ -26,8 +26,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .api import (FORMATS, ExportError, _first_line, _image_size, _output_path, _require, _staged, deploy_metadata,
-                  size_on_disk)
+from .api import (
+    FORMATS,
+    ExportError,
+    _first_line,
+    _image_size,
+    _output_path,
+    _require,
+    _staged,
+    deploy_metadata,
+    size_on_disk,
+)
 from .job import flatten, package_version
 
 log = logging.getLogger(__name__)
