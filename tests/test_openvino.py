@@ -119,11 +119,11 @@ def test_max_drop_is_refused_where_it_cannot_be_measured(tmp_path, capsys):
 def test_optimize_bf16_keeps_top1_on_real_digits(digits_run):
     import mobilevitv3
     from mobilevitv3.export import bf16
+    from mobilevitv3.infer import load
     from mobilevitv3.infer.calibration import labelled_images
-    from mobilevitv3.infer.run import load_model
     if not bf16.cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")
-    model, cfg = load_model(str(digits_run))
+    model, cfg = load(str(digits_run))
     pairs = labelled_images(model, cfg, "digits", 360)
     images = torch.stack([x for x, _ in pairs])
     fast = mobilevitv3.optimize(model, image_size=tuple(images.shape[-2:]), threads=1, precision="bf16")

@@ -4,8 +4,8 @@ like PyTorch.
 `load_runtime_model(path)` reads the metadata the file carries (our export and quantize write the model's identity
 into it), runs the graph in its own runtime (onnxruntime CPU, ExecuTorch XNNPACK, OpenVINO CPU) and borrows
 everything that is not the network from a weightless skeleton of the same architecture: class names, preprocessing
-and, for detection, the priors, decoding and NMS. A static-batch file runs a batch image by image; a fixed-size file refuses another
-size (one line naming the file's size) rather than resizing behind the metrics' back.
+and, for detection, the priors, decoding and NMS. A static-batch file runs a batch image by image; a fixed-size file
+refuses another size (one line naming the file's size) rather than resizing behind the metrics' back.
 """
 from __future__ import annotations
 
