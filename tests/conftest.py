@@ -7,6 +7,12 @@ import torch
 torch.set_num_threads(int(os.environ.get("MOBILEVITV3_TEST_THREADS", "1")))
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """optimize() caches its per-machine measurement under XDG_CACHE_HOME: tests never touch the user's cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def official_checkpoint(tmp_path):
     """Write a fixture's official state dict to a file, as a release `checkpoint_ema_best.pt` would be."""

@@ -1,5 +1,9 @@
 """`mobilevitv3.optimize`: the fast inference path computes what the eager model computes (within 1e-4 of the
-largest output), for each family and task, with non-trivial BatchNorm statistics so that folding bugs show."""
+largest output in fp32), for each family and task, with non-trivial BatchNorm statistics so that folding bugs show;
+precision="auto" takes the measured faster of fp32 and bf16 once per machine (the measurement injected here: tests
+never time), caches it, and bf16 is only used where the CPU has it."""
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -41,7 +45,7 @@ def _assert_same(out, ref) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_optimize_matches_eager_within_1e_4(name):
     model = _trained_looking(name)
-    fast = mobilevitv3.optimize(model, image_size=SIZE, threads=1)
+    fast = mobilevitv3.optimize(model, image_size=SIZE, threads=1, precision="fp32")
     x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         _assert_same(fast(x), model(x))
@@ -74,3 +78,56 @@ def test_optimize_other_image_size_is_a_clear_error():
 def test_optimize_unknown_backend_is_a_user_error():
     with pytest.raises(UserError, match="unknown optimize backend"):
         mobilevitv3.optimize(mobilevitv3.create_model("mobilevitv3_xxs"), backend="tensorrt")
+
+
+# ---- precision ------------------------------------------------------------------------------------------------------
+def test_cpu_flags_are_read_from_cpuinfo_never_assumed(tmp_path):
+    from mobilevitv3.export import bf16
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
+    assert "avx512_bf16" in bf16.cpu_flags(str(info)) and "amx_bf16" not in bf16.cpu_flags(str(info))
+    assert bf16.cpu_flags(str(tmp_path / "missing")) == set()
+
+
+def test_precision_bf16_without_native_bf16_is_a_user_error(monkeypatch):
+    from mobilevitv3.export import bf16
+    monkeypatch.setattr(bf16, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": {"avx512f"})
+    with pytest.raises(UserError, match="needs a CPU with native bf16"):
+        mobilevitv3.optimize(mobilevitv3.create_model("mobilevitv3_xxs"), image_size=SIZE, precision="bf16")
+    fast = mobilevitv3.optimize(mobilevitv3.create_model("mobilevitv3_xxs"), image_size=SIZE, threads=1)
+    assert fast.backend == "onnxruntime"   # auto on a CPU without bf16: fp32, nothing measured
+
+
+def test_unknown_precision_is_a_user_error():
+    with pytest.raises(UserError, match="unknown optimize precision"):
+        mobilevitv3.optimize(mobilevitv3.create_model("mobilevitv3_xxs"), precision="int4")
+
+
+def test_auto_takes_the_measured_faster_path_and_caches_it(monkeypatch):
+    pytest.importorskip("openvino")
+    from mobilevitv3.export import bf16
+    monkeypatch.setattr(bf16, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": {"avx512_bf16"})
+    speeds = {"onnxruntime": 5.0, "openvino-bf16": 3.1}
+    timed = []
+
+    def fake_measure(runs, example):
+        assert sorted(runs) == sorted(speeds) and example.shape[:2] == (1, 3)   # batch-1 latency
+        timed.append(1)
+        return dict(speeds)
+    monkeypatch.setattr(bf16, "measure", fake_measure)
+    model = _trained_looking("mobilevitv3_xxs")
+    fast = mobilevitv3.optimize(model, image_size=SIZE, threads=1)
+    assert fast.backend == "openvino-bf16" and len(timed) == 1
+    cache = json.loads(bf16.cache_path().read_text())
+    (entry,) = cache.values()
+    assert entry["choice"] == "openvino-bf16" and entry["ms"] == speeds
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(x)
+    assert (fast(x) - ref).abs().max().item() <= bf16.BF16_TOLERANCE * max(1.0, ref.abs().max().item())
+    again = mobilevitv3.optimize(model, image_size=SIZE, threads=1)
+    assert again.backend == "openvino-bf16" and len(timed) == 1      # the cached choice, not measured again
+    speeds["openvino-bf16"] = 6.0                                     # another size is another measurement
+    assert mobilevitv3.optimize(model, image_size=2 * SIZE, threads=1).backend == "onnxruntime" and len(timed) == 2
+    forced = mobilevitv3.optimize(model, image_size=SIZE, threads=1, precision="fp32")
+    assert forced.backend == "onnxruntime" and len(timed) == 2

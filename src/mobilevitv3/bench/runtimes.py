@@ -27,7 +27,10 @@ RUNTIMES: dict[str, tuple[str, ...]] = {
     "eager": ("ours", "timm"), "compiled": ("ours", "timm"), "optimized": ("ours",),
     "onnxruntime": ("ours", "timm"), "executorch": ("ours", "timm"),
     "int8": ("ours",),   # the package's INT8 ONNX file (export.quantize) in onnxruntime
+    "openvino": ("ours",),   # the package's OpenVINO IR (from its ONNX export) in OpenVINO's CPU plugin, f32
+    "openvino-bf16": ("ours",),   # the same IR run in bf16 (optimize's bf16 path; the CPU needs native bf16)
 }
+EXPORT_FORMAT = {"onnxruntime": "onnx", "openvino-bf16": "openvino"}   # runtime -> export format, where they differ
 TORCH_RUNTIMES = ("eager", "compiled", "optimized")
 # timm implements these architectures under the same names (its v2 widths: 050 ... 200).
 TIMM_NAMES = ("mobilevit_xxs", "mobilevit_xs", "mobilevit_s",
@@ -112,7 +115,7 @@ def build(spec: Spec) -> Built:
     if spec.fuse and spec.impl == "ours" and spec.runtime != "optimized":
         from ..layers import fuse
         model = fuse(model)
-    if spec.runtime in ("onnxruntime", "executorch", "int8"):
+    if spec.runtime in ("onnxruntime", "executorch", "int8", "openvino", "openvino-bf16"):
         run, version = _exported(model, spec)
         return Built(_cached(lambda b: _image(spec, b).cpu(), run), train, params, version, False)
     model = model.to(spec.device)
@@ -162,18 +165,23 @@ def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[Tensor], object],
         raise UserError(f"--runtime {spec.runtime} times the float32 CPU graph: drop --device / --dtype")
     from ..export import open_exported
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.pte" if spec.runtime == "executorch" else "model.onnx")
+        fmt = EXPORT_FORMAT.get(spec.runtime, spec.runtime)
+        path = os.path.join(tmp, {"executorch": "model.pte", "openvino": "model.xml"}.get(fmt, "model.onnx"))
         if spec.runtime == "int8":   # latency only: random calibration images, the SNR check left out
             from ..export.quantize import quantize
             quantize(model, "onnx", path, calibration=list(torch.rand(8, 3, spec.image_size, spec.image_size)),
                      image_size=spec.image_size, verify=False)
         elif spec.impl == "ours":
             from ..export import export
-            export(model, spec.runtime if spec.runtime != "onnxruntime" else "onnx", path,
+            export(model, fmt, path,
                    image_size=spec.image_size, **_batch(spec))
         else:
             _write_reference(model, spec, path)
-        opened = open_exported(path, threads=spec.threads)   # the runtime's pool: one thread per core otherwise
+        if spec.runtime == "openvino-bf16":
+            from ..export.openvino import open_openvino
+            opened = open_openvino(path, threads=spec.threads, precision="bf16")
+        else:
+            opened = open_exported(path, threads=spec.threads)   # the runtime's pool: one thread per core otherwise
         return opened.run, opened.runtime
 
 

@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runtime", dest="runtimes", nargs="+", choices=list(RUNTIMES),
                    help="one or more, each in its own worker: eager, compiled (torch.compile), optimized "
                         "(mobilevitv3.optimize, ours only), onnxruntime (our ONNX export), executorch (XNNPACK), "
-                        "int8 (our INT8 ONNX file in onnxruntime); default eager")
+                        "int8 (our INT8 ONNX file in onnxruntime), openvino (our OpenVINO IR, f32), openvino-bf16 "
+                        "(the IR in bf16); default eager")
     p.add_argument("--compile", action="store_true", help="same as --runtime compiled")
     p.add_argument("--vs", choices=["timm"], help="also time timm's model of the same architecture, alternating")
     p.add_argument("--threads", type=int, help="threads of every worker (default: every core this process may use)")

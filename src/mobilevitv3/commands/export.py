@@ -5,21 +5,24 @@ import argparse
 
 from .eval import add_model_arguments
 
-FORMAT_NAMES = ("onnx", "torchscript", "exported-program", "coreml", "executorch", "tflite")
+FORMAT_NAMES = ("onnx", "torchscript", "exported-program", "coreml", "executorch", "tflite", "openvino")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p)
     p.add_argument("--format", required=True, metavar="FORMAT",
                    help=f"one of {', '.join(FORMAT_NAMES)}")
-    p.add_argument("-o", "--output", required=True, help="output file (.mlpackage folder for coreml)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (.mlpackage folder for coreml; .xml for openvino, its weights in the .bin "
+                        "beside it)")
     p.add_argument("--image-size", type=int, nargs="+", metavar=("H", "W"),
                    help="input height and width (one value: square); default: the size the checkpoint was "
                         "evaluated at (its training run's, or the tag's), else 256")
     p.add_argument("--batch-size", type=int, default=1, help="static batch size (default 1)")
     p.add_argument("--dynamic-batch", action="store_true", help="any batch size (checked at 1 and 3)")
     p.add_argument("--dynamic-size", action="store_true",
-                   help="onnx, exported-program: any height/width that is a multiple of the model's size step")
+                   help="onnx, exported-program, openvino: any height/width that is a multiple of the model's "
+                        "size step")
     p.add_argument("--fuse", action="store_true", help="fold BatchNorm into the convolutions first")
     p.add_argument("--fp16", action="store_true", help="float16 weights and input")
     p.add_argument("--no-verify", action="store_true", help="report the difference but keep the file whatever it is")

@@ -1,4 +1,5 @@
-"""`mobilevitv3 quantize CHECKPOINT|NAME [--weights W] --calib DATA [--calib-images N] --format onnx|executorch -o OUT`:
+"""`mobilevitv3 quantize CHECKPOINT|NAME [--weights W] --calib DATA [--calib-images N] --format FORMAT -o OUT
+[--max-drop POINTS [--val DATA]]`, FORMAT one of onnx, executorch, openvino:
 post-training static INT8 (per-channel symmetric weights, activations calibrated on N images of DATA read through
 the model's own evaluation transform); the file is checked in its runtime (logit SNR against the float model) before
 it is kept. `eval`/`predict` take the written file in place of a checkpoint."""
@@ -6,7 +7,7 @@ import argparse
 
 from .eval import add_model_arguments
 
-FORMAT_NAMES = ("onnx", "executorch")
+FORMAT_NAMES = ("onnx", "executorch", "openvino")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,9 +18,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "`train --qat` checkpoint (its trained ranges are used)")
     p.add_argument("--calib-images", type=int, default=256, metavar="N", help="calibration images (default 256)")
     p.add_argument("--format", required=True, metavar="FORMAT", help=f"one of {', '.join(FORMAT_NAMES)}")
-    p.add_argument("-o", "--output", required=True, help="output file (.onnx / .pte)")
+    p.add_argument("-o", "--output", required=True, help="output file (.onnx / .pte / .xml)")
     p.add_argument("--method", default="minmax", help="ONNX activation calibration: minmax (default), percentile "
                    "(measured more accurate on trained models) or entropy; ExecuTorch: minmax")
+    p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
+                   help="openvino, classifiers: the largest top-1 drop allowed on the validation data; NNCF keeps the "
+                        "layers that cost most in float until the measured drop is within it")
+    p.add_argument("--val", default=None, metavar="DATA", help="validation data for --max-drop, read like --calib "
+                   "(its validation split, every image); default: the --calib data")
     p.add_argument("--image-size", type=int, default=None, metavar="S",
                    help="square evaluation (and graph) size; default: the checkpoint's or the tag's")
 
@@ -28,4 +34,4 @@ def run(args: argparse.Namespace) -> dict:
     from ..infer.quantization import quantize_from
     return quantize_from(args.model, weights=args.weights, calib=args.calib, calib_images=args.calib_images,
                          fmt=args.format, out=args.output, method=args.method, num_classes=args.num_classes,
-                         copy=args.copy, image_size=args.image_size)
+                         copy=args.copy, image_size=args.image_size, max_drop=args.max_drop, val=args.val)

@@ -1,4 +1,4 @@
-"""`optimize(model)`: the fastest float32 CPU inference path the library gives, as one call.
+"""`optimize(model)`: the fastest CPU inference path the library gives on the machine it runs on, as one call.
 
 The winner on this project's CPU (benchmarks/fast_paths.py, BENCHMARKS.md) is onnxruntime on the package's own ONNX
 export (BatchNorm folded, one image size, any batch): its graph optimiser runs the convolutions in a blocked channel
@@ -6,7 +6,13 @@ layout with bias and residual adds fused, SiLU as one kernel, and LayerNorm / at
 seconds of set-up. `backend="inductor"` (torch.compile with weight freezing: conv + SiLU fused by oneDNN) comes
 close but compiles for a minute on two cores; `backend="eager"` (BatchNorm folded, channels-last) is the plain
 PyTorch path. The result is an `nn.Module` taking the NCHW float32 input of `model` and giving its outputs (within
-1e-4).
+1e-4 in fp32).
+
+Precision (onnxruntime backend): where the CPU has native bf16 (`bf16.cpu_has_bf16`), OpenVINO runs the same ONNX
+graph in bf16 1.6x faster than onnxruntime fp32 on v3-XXS and v3-S, but slower on v3-0.5 (issue 20's table), so
+`precision="auto"` measures both once per model, size, CPU and versions and caches the choice (`bf16.py`);
+"fp32" is the onnxruntime path exactly, "bf16" forces OpenVINO bf16. A bf16 graph is checked against eager within
+`BF16_TOLERANCE` of the largest logit.
 """
 from __future__ import annotations
 
@@ -25,6 +31,8 @@ from .job import Run
 log = logging.getLogger(__name__)
 Backend = Literal["onnxruntime", "inductor", "eager"]
 BACKENDS = ("onnxruntime", "inductor", "eager")
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 class OptimizedModel(nn.Module):
@@ -56,21 +64,27 @@ class OptimizedModel(nn.Module):
 
 
 def optimize(model: nn.Module, *, backend: Backend = "onnxruntime", image_size: int | tuple[int, int] | None = None,
-             threads: int | None = None) -> OptimizedModel:
-    """The fastest float32 CPU inference module for `model` (any `create_model` result, eval mode is implied).
+             threads: int | None = None, precision: Precision = "auto") -> OptimizedModel:
+    """The fastest CPU inference module for `model` (any `create_model` result, eval mode is implied).
 
     `image_size`: the input size the graph is specialised for (default: the tag's evaluation size, else 256);
-    onnxruntime then accepts any batch at that size. `threads`: onnxruntime intra-op threads (default: torch's count;
-    the torch backends use torch's setting). The original model is left untouched."""
+    onnxruntime then accepts any batch at that size. `threads`: onnxruntime / OpenVINO threads (default: torch's
+    count; the torch backends use torch's setting). `precision` (onnxruntime backend): "auto" -- fp32 onnxruntime
+    or, on a CPU with native bf16, OpenVINO bf16 if it measured faster here (cached); "fp32"; "bf16". The original
+    model is left untouched."""
     if backend not in BACKENDS:
         raise UserError(f"unknown optimize backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown optimize precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision != "auto" and backend != "onnxruntime" and precision != "fp32":
+        raise UserError(f"precision={precision!r} is for the onnxruntime backend; {backend} runs float32")
     from .api import _image_size, default_image_size
     size = _image_size(image_size if image_size is not None else default_image_size(model))
     tuple_out = getattr(model, "identity", None) is not None and model.identity.task == "detection"
     identity = getattr(model, "identity", None)
     if backend == "onnxruntime":
-        return OptimizedModel(None, backend, identity, size, run=_onnx_run(model, size, threads),
-                              tuple_out=tuple_out)
+        run, chosen = _onnx_run(model, size, threads, precision)
+        return OptimizedModel(None, chosen, identity, size, run=run, tuple_out=tuple_out)
     fast = fuse(model).to(memory_format=torch.channels_last).requires_grad_(False)
     if backend == "eager":
         return OptimizedModel(fast, backend, identity, None)
@@ -79,14 +93,28 @@ def optimize(model: nn.Module, *, backend: Backend = "onnxruntime", image_size: 
     return compiled
 
 
-def _onnx_run(model: nn.Module, size: tuple[int, int], threads: int | None) -> Run:
-    """The package's ONNX export (BatchNorm folded, dynamic batch, checked against eager) in onnxruntime."""
+def _onnx_run(model: nn.Module, size: tuple[int, int], threads: int | None, precision: str) -> tuple[Run, str]:
+    """The package's ONNX export (BatchNorm folded, dynamic batch, checked against eager) in onnxruntime fp32, or
+    the same graph in OpenVINO bf16 where `precision` asks for it or "auto" measured it faster; (run, backend)."""
+    from . import bf16
     from .api import export
     from .onnx import open_onnx
+    threads = threads or torch.get_num_threads()
+    want_bf16 = precision == "bf16" or (precision == "auto" and bf16.available())
+    if precision == "bf16" and not bf16.available():
+        raise UserError("precision='bf16' needs a CPU with native bf16 (avx512_bf16 or amx_bf16) and the Python "
+                        "package openvino (pip install openvino)")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.onnx")
         export(model, "onnx", path, image_size=size, dynamic_batch=True, fuse=True)
-        run = open_onnx(path, threads=threads).run
-    log.info("optimize: onnxruntime session on the ONNX export (%dx%d, %s threads)", *size,
-             threads or torch.get_num_threads())
-    return run
+        fp32 = open_onnx(path, threads=threads).run
+        if not want_bf16:
+            log.info("optimize: onnxruntime fp32 session on the ONNX export (%dx%d, %d threads)", *size, threads)
+            return fp32, "onnxruntime"
+        fast = bf16.checked_run(model, path, size, threads, strict=precision == "bf16")
+    if fast is None:        # auto, and bf16 missed its tolerance: fp32 stays
+        return fp32, "onnxruntime"
+    if precision == "bf16" or bf16.choose(model, size, threads, {"onnxruntime": fp32, "openvino-bf16": fast}) \
+            == "openvino-bf16":
+        return fast, "openvino-bf16"
+    return fp32, "onnxruntime"

@@ -6,7 +6,8 @@ x86 int8 kernels are u8s8; an s8 activation leaves most convs in float there), M
 (`--method percentile` measured better, below). The stem and the attention core (q/k scaling, QK^T, softmax, AV; in
 v2 the separable attention between its two 1x1 projections) stay float: QLinearSoftmax is ~8x slower than the float
 softmax, int8 matmuls with 16-wide heads are no faster, and the stem is the most sensitive layer.
-ExecuTorch: PT2E with the XNNPACK quantizer (`pt2e.py`). Every choice is measured in docs/export.md.
+ExecuTorch: PT2E with the XNNPACK quantizer (`pt2e.py`). OpenVINO: NNCF on the float IR (`openvino.quantize_ir`),
+optionally in its accuracy-controlled mode (`max_drop`). Every choice is measured in docs/export.md.
 Like `export`, the file is staged, run in its own runtime and compared with the float model (logit SNR) before it
 is renamed into place; bad input is a `UserError` raised before anything is written.
 """
@@ -25,12 +26,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from .api import FORMATS, ExportError, _first_line, _image_size, _output_path, _require, _staged, deploy_metadata
+from .api import (
+    FORMATS,
+    ExportError,
+    _first_line,
+    _image_size,
+    _output_path,
+    _require,
+    _staged,
+    deploy_metadata,
+    size_on_disk,
+)
 from .job import flatten, package_version
 
 log = logging.getLogger(__name__)
 
-INT8_FORMATS = ("onnx", "executorch")
+INT8_FORMATS = ("onnx", "executorch", "openvino")
 NO_INT8 = {   # why the other formats get no INT8 file from this command
     "torchscript": "TorchScript has no portable INT8 graph (eager quantized ops run only in PyTorch)",
     "exported-program": "an ExportedProgram is float; its INT8 form is the ExecuTorch program (--format executorch)",
@@ -47,7 +58,8 @@ FLOAT_OPS = {"LayerNormalization", "InstanceNormalization", "BatchNormalization"
 
 def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration: Sequence[Tensor],
              image_size: int | tuple[int, int] | None = None, method: str = "minmax", verify: bool = True,
-             metadata: dict[str, str] | None = None) -> dict:
+             metadata: dict[str, str] | None = None, max_drop: float | None = None,
+             validation: Sequence[tuple[Tensor, int]] | None = None) -> dict:
     """Quantize `model` (any `create_model` result) to an INT8 `fmt` file at `out`; returns a JSON-able report.
 
     `calibration`: preprocessed images [3, H, W] (the model's evaluation transform); at least `MIN_CALIBRATION`.
@@ -57,22 +69,26 @@ def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration:
     mAP against -0.016) but onnxruntime's histogram fails on degenerate ranges (an untrained detector's), so minmax
     stays the default. The report gives the logit SNR (dB) of the
     INT8 file against the float model on the first calibration images. `metadata`: extra string entries for the
-    file (the command stores the evaluation settings the calibration images were read with)."""
+    file (the command stores the evaluation settings the calibration images were read with). `max_drop` (OpenVINO,
+    classifiers): the largest top-1 drop (points) allowed on `validation` ((image [3, H, W], label) pairs read like
+    the calibration images); NNCF keeps the layers that cost most in float until the drop is within it."""
     check_format(fmt)
     if method not in METHODS:
         raise UserError(f"unknown calibration method {method!r}; choose from {', '.join(METHODS)}")
-    if fmt == "executorch" and method != "minmax":
-        raise UserError(f"--method {method} is for ONNX; ExecuTorch INT8 calibrates with min/max observers")
+    if fmt in ("executorch", "openvino") and method != "minmax":
+        raise UserError(f"--method {method} is for ONNX; {fmt} INT8 calibrates with its quantizer's own observers")
+    validation = _check_max_drop(model, fmt, max_drop, validation)
     images = _calibration_batch(calibration, image_size)
     size = tuple(images.shape[-2:])
     path = _output_path(out, FORMATS[fmt])
     reference = copy.deepcopy(model).cpu().float().eval()
     with torch.no_grad():
         expected = [flatten(reference(x[None])) for x in images[:CHECK_IMAGES]]
-    with _staged(path) as tmp:
+    writer = {"onnx": _onnx_int8, "executorch": _executorch_int8, "openvino": _openvino_int8}[fmt]
+    options = {"max_drop": max_drop, "validation": validation} if fmt == "openvino" else {}
+    with _staged(path, FORMATS[fmt].companions) as tmp:
         try:
-            run, exporter, runtime = (_onnx_int8 if fmt == "onnx" else _executorch_int8)(
-                reference, tmp, images, method, dict(metadata or {}))
+            run, exporter, runtime = writer(reference, tmp, images, method, dict(metadata or {}), **options)
         except (UserError, OSError):
             raise
         except Exception as e:  # quantizer / lowering internals: one line for the CLI, the chain for --verbose
@@ -82,29 +98,50 @@ def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration:
             raise ExportError(f"the INT8 file reproduces the float model at only {min(snr):.1f} dB logit SNR "
                               f"(< {MIN_SNR_DB} dB): calibrate with images of the model's own data")
     report = {"model": model.identity.name, "task": model.identity.task, "format": fmt, "path": str(path),
-              "bytes": path.stat().st_size, "image_size": list(size), "precision": "int8",
-              "calibration_images": len(images), "calibration_method": method if fmt == "onnx" else "minmax",
+              "bytes": size_on_disk(path, FORMATS[fmt].companions), "image_size": list(size), "precision": "int8",
+              "calibration_images": len(images), "calibration_method": method if fmt == "onnx" else
+              "nncf" if fmt == "openvino" else "minmax", "max_drop": max_drop,
               "exporter": exporter, "runtime": runtime, "logit_snr_db": [round(s, 2) for s in snr],
               "checked_images": len(expected)}
     log.info("quantized %s to %s (%s, logit SNR %s dB)", report["model"], path, exporter, report["logit_snr_db"])
     return report
 
 
-def check_format(fmt: str) -> None:
-    """A format that can hold INT8 here, with its runtime packages installed; else a one-line UserError."""
+def check_format(fmt: str, max_drop: float | None = None) -> None:
+    """A format that can hold INT8 here (with accuracy control if `max_drop` is given), with its runtime packages
+    installed; else a one-line UserError."""
+    if max_drop is not None and fmt != "openvino":
+        raise UserError(f"--max-drop needs --format openvino (NNCF's accuracy-controlled mode), not {fmt}")
     if fmt in NO_INT8:
         raise UserError(f"--format {fmt} cannot hold an INT8 model here: {NO_INT8[fmt]}; use "
                         f"{' or '.join(INT8_FORMATS)}")
     if fmt not in INT8_FORMATS:
         raise UserError(f"unknown quantization format {fmt!r}; choose from {', '.join(INT8_FORMATS)}")
     _require(fmt, FORMATS[fmt])
-    if fmt == "executorch":
-        for module, requirement in (("torchao", "torchao"),):
-            try:
-                __import__(module)
-            except ImportError:
-                raise UserError(f"--format executorch needs the Python package {requirement}, which is not "
-                                f"installed: pip install '{requirement}'") from None
+    quantizer = {"executorch": "torchao", "openvino": "nncf"}.get(fmt)   # beside the runtime: its quantizer
+    if quantizer is not None:
+        try:
+            __import__(quantizer)
+        except ImportError:
+            raise UserError(f"--format {fmt} needs the Python package {quantizer}, which is not installed: "
+                            f"pip install '{quantizer}'") from None
+
+
+def _check_max_drop(model: nn.Module, fmt: str, max_drop: float | None,
+                    validation: Sequence[tuple[Tensor, int]] | None) -> list[tuple[Tensor, int]] | None:
+    """Accuracy control needs OpenVINO, a classifier, a bound >= 0 and labelled images; else a one-line UserError."""
+    if max_drop is None:
+        return None
+    check_format(fmt, max_drop)
+    if model.identity.task != "classification":
+        raise UserError(f"--max-drop is measured as top-1 here; {model.identity.task} models are quantized "
+                        f"without it")
+    if not isinstance(max_drop, (int, float)) or isinstance(max_drop, bool) or not 0 <= max_drop <= 100:
+        raise UserError(f"--max-drop must be top-1 points in 0..100, got {max_drop!r}")
+    items = list(validation or [])
+    if len(items) < MIN_CALIBRATION:
+        raise UserError(f"--max-drop needs labelled validation images (at least {MIN_CALIBRATION}), got {len(items)}")
+    return [(torch.as_tensor(x).float(), int(y)) for x, y in items]
 
 
 def _calibration_batch(calibration: Sequence[Tensor], image_size) -> Tensor:
@@ -235,6 +272,25 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
     onnx.save(proto, str(path))
     opened = open_onnx(path)
     return opened.run, "torch.onnx + onnxruntime.quantization (QDQ)", opened.runtime
+
+
+# ---- OpenVINO -----------------------------------------------------------------------------------------------------
+
+def _openvino_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra: dict[str, str], *,
+                   max_drop: float | None, validation: list[tuple[Tensor, int]] | None):
+    from .api import export
+    from .openvino import open_openvino, quantize_ir
+    size = tuple(images.shape[-2:])
+    if validation is not None:   # validation images at the graph's size, like the calibration ones
+        validation = [(x if tuple(x.shape[-2:]) == size else
+                       F.interpolate(x[None], size, mode="bilinear", align_corners=False)[0], y)
+                      for x, y in validation]
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        source = Path(tmp) / "fp32.xml"
+        meta = export(model, "openvino", source, image_size=size, fuse=True)["metadata"]
+        how = quantize_ir(source, path, images, meta | extra, validation=validation, max_drop=max_drop)
+    opened = open_openvino(path)
+    return opened.run, f"torch.onnx + openvino + {how}", opened.runtime
 
 
 # ---- ExecuTorch ---------------------------------------------------------------------------------------------------

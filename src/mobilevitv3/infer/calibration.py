@@ -21,11 +21,22 @@ from ..tasks import get_task
 log = logging.getLogger(__name__)
 
 
-def calibration_images(model: nn.Module, cfg: Any, data: str, count: int, *, seed: int = 0) -> list[Tensor]:
-    """`count` preprocessed images [3, H, W] from `data`'s validation split for `model` (its task decides how the
-    data is read); `cfg` is the model's evaluation settings (the loader's)."""
-    if not isinstance(count, int) or count < MIN_CALIBRATION:
-        raise UserError(f"--calib-images must be at least {MIN_CALIBRATION}, got {count}")
+def labelled_images(model: nn.Module, cfg: Any, data: str, count: int) -> list[tuple[Tensor, int]]:
+    """Up to `count` (image [3, H, W], label) pairs of a classifier's validation split of `data`, in order, read
+    like `calibration_images` (accuracy-controlled quantization measures top-1 on them); none for other tasks,
+    which `quantize` refuses with one line."""
+    if model.identity.task != "classification":
+        return []
+    val = _validation_split(model, cfg, data)
+    pairs = []
+    for index in range(min(count, len(val))):
+        sample = val[index]
+        if sample is not None:
+            pairs.append((_image_of(sample), int(sample[1])))
+    return pairs
+
+
+def _validation_split(model: nn.Module, cfg: Any, data: str):
     task = get_task(model.identity.task)
     try:
         _, val = task.build_datasets(replace(cfg, data=data), model, train=False)
@@ -35,6 +46,15 @@ def calibration_images(model: nn.Module, cfg: Any, data: str, count: int, *, see
     if found != model.num_classes:   # e.g. a detection or segmentation root given to a classifier
         raise UserError(f"calibration data {data} has {found} classes but {model.identity.name} predicts "
                         f"{model.num_classes}: calibrate with data of the model's own task and classes")
+    return val
+
+
+def calibration_images(model: nn.Module, cfg: Any, data: str, count: int, *, seed: int = 0) -> list[Tensor]:
+    """`count` preprocessed images [3, H, W] from `data`'s validation split for `model` (its task decides how the
+    data is read); `cfg` is the model's evaluation settings (the loader's)."""
+    if not isinstance(count, int) or count < MIN_CALIBRATION:
+        raise UserError(f"--calib-images must be at least {MIN_CALIBRATION}, got {count}")
+    val = _validation_split(model, cfg, data)
     size = len(val)
     if size < MIN_CALIBRATION:
         raise UserError(f"calibration data {data} has {size} image(s); at least {MIN_CALIBRATION} are needed")

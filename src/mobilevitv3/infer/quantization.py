@@ -17,17 +17,21 @@ from ..models import model_from_identity
 from ..models.registry import described
 from ..tasks import EvalSettings, evaluated_identity
 from ..weights import Weights
-from .calibration import calibration_images
+from .calibration import calibration_images, labelled_images
 from .load import from_file, read_source
 from .runtime import is_runtime_file
+
+MAX_VALIDATION = 2000      # labelled images accuracy control measures on (it runs them many times)
 
 
 def quantize_from(source: str, *, weights: str | None = None, calib: str | None, calib_images: int = 256, fmt: str,
                   out: str, method: str = "minmax", num_classes: int | None = None,
-                  copy: Literal["model", "ema"] | None = None, image_size: int | None = None) -> dict:
+                  copy: Literal["model", "ema"] | None = None, image_size: int | None = None,
+                  max_drop: float | None = None, val: str | None = None) -> dict:
     """INT8 `fmt` file of a checkpoint (or NAME + weights, or a bare NAME: random weights) calibrated on
-    `calib_images` images of `calib`; `image_size`: a square evaluation (and graph) size other than the model's."""
-    check_format(fmt)          # a format or runtime package problem is reported before any model or data work
+    `calib_images` images of `calib`; `image_size`: a square evaluation (and graph) size other than the model's;
+    `max_drop` (OpenVINO, classifiers): the top-1 drop allowed on `val` (default: `calib`), through NNCF."""
+    check_format(fmt, max_drop)   # a format or runtime package problem is reported before any model or data work
     _check_output(fmt, out)
     if is_runtime_file(source):
         raise UserError(f"{Path(source).name} is already an exported model: quantize its checkpoint")
@@ -41,9 +45,11 @@ def quantize_from(source: str, *, weights: str | None = None, calib: str | None,
         settings = settings.at_size(image_size)
         model.identity = evaluated_identity(settings, model)    # the file says the size it was calibrated at
     images = calibration_images(model, settings, calib, calib_images)
+    validation = None if max_drop is None else labelled_images(model, settings, val or calib, MAX_VALIDATION)
     report = quantize(model, fmt, out, calibration=images, method=method,
-                      metadata={"eval_config": json.dumps(settings.to_dict())})
-    return {**report, "calibration_data": calib}
+                      metadata={"eval_config": json.dumps(settings.to_dict())}, max_drop=max_drop,
+                      validation=validation)
+    return {**report, "calibration_data": calib} | ({"validation_data": val or calib} if max_drop is not None else {})
 
 
 def _check_output(fmt: str, out: str | os.PathLike) -> None:

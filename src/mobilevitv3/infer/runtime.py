@@ -1,10 +1,11 @@
-"""An exported or quantized file (`.onnx`, `.pte`) as a model, so `eval` and `predict` measure it like PyTorch.
+"""An exported or quantized file (`.onnx`, `.pte`, OpenVINO `.xml`) as a model, so `eval` and `predict` measure it
+like PyTorch.
 
 `load_runtime_model(path)` reads the metadata the file carries (our export and quantize write the model's identity
-into it), runs the graph in its own runtime (onnxruntime CPU, ExecuTorch XNNPACK) and borrows everything that is not
-the network from a weightless skeleton of the same architecture: class names, preprocessing and, for detection,
-the priors, decoding and NMS. A static-batch file runs a batch image by image; a fixed-size file refuses another
-size (one line naming the file's size) rather than resizing behind the metrics' back.
+into it), runs the graph in its own runtime (onnxruntime CPU, ExecuTorch XNNPACK, OpenVINO CPU) and borrows
+everything that is not the network from a weightless skeleton of the same architecture: class names, preprocessing
+and, for detection, the priors, decoding and NMS. A static-batch file runs a batch image by image; a fixed-size file
+refuses another size (one line naming the file's size) rather than resizing behind the metrics' back.
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ from ..models import model_from_identity
 from ..models.identity import Identified
 
 log = logging.getLogger(__name__)
-RUNTIME_SUFFIXES = (".onnx", ".pte")
+RUNTIME_PACKAGES = {".onnx": "onnxruntime", ".pte": "executorch", ".xml": "openvino"}   # suffix: runtime
+RUNTIME_SUFFIXES = tuple(RUNTIME_PACKAGES)
 
 
 def is_runtime_file(source: str | Path) -> bool:
@@ -75,13 +77,13 @@ class RuntimeModel(Identified, nn.Module):
 
 
 def load_runtime_model(path: str | Path, *, threads: int | None = None) -> RuntimeModel:
-    """A `.onnx` or `.pte` file written by this package's export or quantize, as an eval-mode model."""
+    """A `.onnx`, `.pte` or OpenVINO `.xml` file written by this package's export or quantize, as an eval-mode model."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"file not found: {path}")
     if path.suffix not in RUNTIME_SUFFIXES:
         raise UserError(f"{path}: not an exported model (expected {' or '.join(RUNTIME_SUFFIXES)})")
-    module = "onnxruntime" if path.suffix == ".onnx" else "executorch"
+    module = RUNTIME_PACKAGES[path.suffix]
     try:
         opened = open_exported(path, threads=threads)
     except ImportError:
