@@ -1,16 +1,21 @@
 """`mobilevitv3` command line: a thin skin over the library.
 
 Each subcommand lives in `commands/<name>.py` with `add_arguments(parser)` and `run(args)`; `run` returns a
-JSON-able result (printed on stdout) or None. A user error (`UserError` and its subclasses) is one line on stderr
-and exit code 2, never a traceback; any other exception is a bug and shows its traceback.
+JSON-able result (printed on stdout as JSON), a table (a string, printed as it is) or None. While a command runs,
+everything else written to stdout (third-party converters and quantizers print progress there, some from C code)
+goes to stderr, so stdout holds only the result and `... | jq` always works. A user error (`UserError` and its
+subclasses) is one line on stderr and exit code 2, never a traceback; any other exception is a bug and shows its
+traceback.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import typing
@@ -26,8 +31,8 @@ COMMANDS = {
     "predict": "predict on image files",
     "gallery": "a picture of held-out scene predictions beside the ground truth (masks and boxes)",
     "bench": "latency / throughput benchmark (optionally against timm)",
-    "export": "export to ONNX, TorchScript, ExportedProgram, CoreML, ExecuTorch or TFLite",
-    "quantize": "post-training INT8 quantization to ONNX or ExecuTorch, checked against the float model",
+    "export": "export to ONNX, TorchScript, ExportedProgram, CoreML, ExecuTorch, TFLite or OpenVINO",
+    "quantize": "post-training INT8 quantization to ONNX, ExecuTorch or OpenVINO, checked against the float model",
 }
 
 
@@ -59,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     logging.getLogger(__package__).setLevel(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        result = importlib.import_module(f".commands.{args.command}", __package__).run(args)
+        with _stdout_to_stderr():
+            result = importlib.import_module(f".commands.{args.command}", __package__).run(args)
     except UserError as e:   # CheckpointError, ExportError, DatasetError are UserErrors; anything else is a bug
         if args.verbose:
             raise
@@ -71,8 +77,36 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mobilevitv3 {args.command}: interrupted ({signal.Signals(signum).name}){detail}", file=sys.stderr)
         return 128 + signum   # the shell's convention: 130 for SIGINT, 143 for SIGTERM
     if result is not None:
-        print(json.dumps(_finite(result), indent=2, allow_nan=False))
+        _print(result if isinstance(result, str) else json.dumps(_finite(result), indent=2, allow_nan=False))
     return 0
+
+
+def _print(text: str) -> None:
+    """Print the result; a reader that closed the pipe early (`| head`) is not an error of ours."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would report the pipe again when it flushes stdout at exit: point stdout at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Both Python's `sys.stdout` and file descriptor 1 point at stderr for the duration."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:          # no usable descriptors (an embedding host): Python-level redirection only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stdout.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
 
 
 def _finite(value):

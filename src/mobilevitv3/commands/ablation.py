@@ -16,5 +16,4 @@ def run(args: argparse.Namespace):
     rows = ablation(args.image_size)
     if args.json:
         return rows
-    print(table(rows))
-    return None
+    return table(rows)

@@ -20,5 +20,4 @@ def run(args: argparse.Namespace):
         raise UserError(f"no model matches {args.pattern!r}; see `mobilevitv3 list`")
     if args.json:
         return rows
-    print(table(rows))
-    return None
+    return table(rows)
