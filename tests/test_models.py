@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import mobilevitv3
+from mobilevitv3.bench.counting import param_count
 from mobilevitv3.models import CONFIGS
 from mobilevitv3.models.backbone import MobileViT
 from mobilevitv3.models.config import V1
-from mobilevitv3.bench.counting import param_count
 
 CLASSIFIERS = mobilevitv3.list_models(task="classification")
 DENSE = mobilevitv3.list_models(task="segmentation") + mobilevitv3.list_models(task="detection")

@@ -300,7 +300,6 @@ def test_pil_seg_eval_transform_v2_protocol_sizes():
 
 def test_voc_training_set_with_coco_root_appends_coco_pairs(tmp_path):
     from dense_data import make_voc
-
     from mobilevitv3 import create_model
     from mobilevitv3.tasks import get_task
     from mobilevitv3.train.config import TrainConfig
@@ -337,7 +336,6 @@ def test_classification_eval_v1_is_opencv_and_v2_is_pil_with_floor_crop(tmp_path
 
 def test_coco_v1_boxes_are_not_clipped_v2_are(tmp_path):
     from dense_data import make_coco, read_coco_json, write_coco_json
-
     from mobilevitv3.data.coco import CocoBoxes
     root = make_coco(tmp_path)
     ann = root / "annotations" / "instances_train2017.json"

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from mobilevitv3.data.scenes import (
-    SCENE_CLASSES, SceneBoxes, SceneMasks, SceneSpec, coco_ground_truth, digit_pools, make_scene)
+    SCENE_CLASSES,
+    SceneBoxes,
+    SceneMasks,
+    SceneSpec,
+    coco_ground_truth,
+    digit_pools,
+    make_scene,
+)
 
 SPEC = SceneSpec(size=96, scale=(20, 48), train_scenes=12, val_scenes=6)
 
@@ -245,7 +252,7 @@ def _check_gallery(tmp_path, capsys, checkpoint, metric, overlays):
         if metric == "miou":        # the true mask tints exactly the tiles
             assert not changed[s.mask == 0].any() and changed[s.mask > 0].mean() > 0.95
         else:                       # each true box is outlined along its left edge
-            for x1, y1, x2, y2 in s.boxes.astype(int):
+            for x1, y1, _, y2 in s.boxes.astype(int):
                 assert changed[y1:y2, x1].mean() > 0.9
 
 

@@ -17,8 +17,8 @@ import torch
 from PIL import Image
 
 from mobilevitv3.cli import build_parser, main
-from mobilevitv3.tasks.classification import Classification
 from mobilevitv3.commands.train import overrides_from_args
+from mobilevitv3.tasks.classification import Classification
 from mobilevitv3.train.config import TrainConfig, resolve
 from mobilevitv3.train.ema import ModelEMA
 from mobilevitv3.train.optim import LRSchedule, param_groups
@@ -69,14 +69,18 @@ def test_config_precedence_defaults_recipe_flags():
 
 def test_recipes_carry_the_official_values():
     v3 = resolve("mobilevitv3_xxs.in1k")
-    assert (v3.optimizer, v3.lr, v3.min_lr, v3.warmup_init_lr, v3.weight_decay) == ("adamw", 0.002, 0.0002, 0.0002, 0.01)
+    assert (v3.optimizer, v3.lr, v3.min_lr, v3.warmup_init_lr, v3.weight_decay) == (
+        "adamw", 0.002, 0.0002, 0.0002, 0.01)
     assert (v3.no_decay_bn_filter_bias, v3.label_smoothing, v3.ema_momentum, v3.epochs) == (False, 0.1, 0.0005, 300)
-    assert (v3.sampler, v3.sampler_min_size, v3.sampler_max_size, v3.channel_order) == ("variable_batch", 160, 320, "bgr")
+    assert (v3.sampler, v3.sampler_min_size, v3.sampler_max_size, v3.channel_order) == (
+        "variable_batch", 160, 320, "bgr")
     assert v3.model_kwargs["dropout"] == 0.05 and resolve("mobilevitv3_s.in1k").batch_size == 32
     assert resolve("mobilevit_xs.in1k").batch_size == 128
     v2 = resolve("mobilevitv3_050.in1k")
-    assert (v2.weight_decay, v2.no_decay_bn_filter_bias, v2.warmup_iterations, v2.warmup_init_lr) == (0.05, True, 20000, 1e-6)
-    assert (v2.mixup_alpha, v2.cutmix_alpha, v2.random_erase, v2.grad_clip, v2.randaugment) == (0.2, 1.0, 0.25, 10.0, True)
+    assert (v2.weight_decay, v2.no_decay_bn_filter_bias, v2.warmup_iterations, v2.warmup_init_lr) == (
+        0.05, True, 20000, 1e-6)
+    assert (v2.mixup_alpha, v2.cutmix_alpha, v2.random_erase, v2.grad_clip, v2.randaugment) == (
+        0.2, 1.0, 0.25, 10.0, True)
     assert (v2.batch_size, v2.interpolation, v2.sampler, v2.channels_last) == (80, "bicubic", "fixed", True)
     assert resolve("mobilevitv2_100.in1k").batch_size == 128
 
@@ -173,7 +177,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     before = (tmp_path / "last.pt").read_bytes()
     real = Classification.training_loss
     monkeypatch.setattr(Classification, "training_loss",
-                        lambda self, m, b, c: (lambda l, s: (l * float("nan"), s))(*real(self, m, b, c)))
+                        lambda self, m, b, c: (lambda loss, s: (loss * float("nan"), s))(*real(self, m, b, c)))
     capsys.readouterr()
     assert train(tmp_path, data, "--resume", "--epochs", "2") == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]

@@ -1,6 +1,5 @@
 """Loading weights: every accepted layout, every refusal, and the CLI that converts them."""
 import json
-import pickle
 
 import pytest
 import torch
@@ -80,7 +79,8 @@ def test_mismatched_checkpoint_names_counts_and_keys_and_loads_nothing(tmp_path,
     torch.save(official_state_dict(fx), tmp_path / "xxs.pt")
     model = mobilevitv3.create_model("mobilevitv3_xs.in1k")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError, match=r"does not fit mobilevitv3_xs.in1k: .*\d+ mis-shaped \(stages.0.0.expand.conv.weight \[32, 16, 1, 1\] vs \[64, 16, 1, 1\]"):
+    with pytest.raises(CheckpointError, match=r"does not fit mobilevitv3_xs.in1k: .*\d+ mis-shaped "
+                                              r"\(stages.0.0.expand.conv.weight \[32, 16, 1, 1\] vs \[64, 16, 1, 1\]"):
         mobilevitv3.create_model("mobilevitv3_xs.in1k", weights=tmp_path / "xxs.pt")
     sd = official_state_dict(fx)
     sd.pop("classifier.fc.bias")

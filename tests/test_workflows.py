@@ -201,7 +201,7 @@ def test_sigkill_anywhere_then_resume_gives_the_uninterrupted_weights(where, n, 
     assert len(list(tmp_path.glob(".last.pt.*.tmp"))) == (where == "write")   # the killed write's leftover
     assert train(tmp_path, data, "--epochs", "3", "--resume") == 0
     assert list(tmp_path.glob(".*.tmp")) == []
-    assert [json.loads(l)["epoch"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
     assert_same_weights(final_weights(tmp_path), final_weights(reference))
 
 

@@ -6,11 +6,11 @@ gives the original (1..90, gapped) ids that COCO result files use.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 
-@lru_cache(maxsize=None)
+@cache
 def _lines(name: str) -> tuple[str, ...]:
     text = (resources.files(__package__) / f"{name}_classes.txt").read_text()
     return tuple(line.strip() for line in text.splitlines() if line.strip())

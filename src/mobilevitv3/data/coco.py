@@ -17,8 +17,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torchvision import tv_tensors

@@ -31,7 +31,7 @@ def from_rgb_tensor(image: Tensor) -> np.ndarray:
     return np.ascontiguousarray(image.permute(1, 2, 0).flip(-1).numpy())
 
 
-def as_bgr(image: "np.ndarray | Tensor | Image.Image") -> np.ndarray:
+def as_bgr(image: np.ndarray | Tensor | Image.Image) -> np.ndarray:
     """HWC uint8 BGR from an OpenCV read (kept), a PIL RGB image or a [3, H, W] uint8 RGB tensor."""
     if isinstance(image, np.ndarray):
         return image

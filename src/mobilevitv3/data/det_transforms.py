@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import UserError
@@ -31,7 +30,7 @@ class DetAugment:
     photometric: float = 0.5        # probability of each photometric step (0: off)
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "DetAugment":
+    def from_options(cls, options: dict[str, Any]) -> DetAugment:
         known = [f.name for f in dataclasses.fields(cls)]
         options = {k: v for k, v in options.items() if k not in NOT_AUGMENTATION}
         for key in options:

@@ -6,9 +6,9 @@ one is "ignore"; a stored value that is neither is an error naming the file, nev
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

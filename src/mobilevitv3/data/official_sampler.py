@@ -17,7 +17,8 @@ from __future__ import annotations
 import logging
 import math
 import random
-from typing import Iterator, Literal, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Literal
 
 import numpy as np
 from torch.utils.data import Sampler

@@ -8,7 +8,7 @@ family's batch sampler (v1: cumulative shuffle; v2: fresh shuffle, shard first u
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .official_sampler import Kind, OfficialBatchSampler, make_divisible, variable_batch_plan
 

@@ -17,9 +17,10 @@ import contextlib
 import dataclasses
 import difflib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -49,7 +49,7 @@ class SegAugment:
     rotate: float = 10.0                        # degrees; 0: off
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> "SegAugment":
+    def from_options(cls, options: dict[str, Any]) -> SegAugment:
         known = {f.name: f for f in dataclasses.fields(cls)}
         options = {k: v for k, v in options.items() if k not in NOT_AUGMENTATION}
         for key in options:

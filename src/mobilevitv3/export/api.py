@@ -18,16 +18,17 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..layers import MobileViTBlock, fuse as fold_batchnorm
+from ..layers import MobileViTBlock
+from ..layers import fuse as fold_batchnorm
 from ..models import identity_record
 from . import edge, onnx, openvino, torch_formats
 from .job import Backend, Job, Opened, flatten

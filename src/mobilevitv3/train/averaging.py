@@ -9,9 +9,10 @@ only on a new best); once it holds more than k files the k best stay and are ave
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal, Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor

@@ -1,8 +1,8 @@
 """The one training configuration: a typed dataclass resolved as defaults < recipe YAML < command-line flags.
 
 The defaults are the library's "main job": MobileViTv3-XXS from scratch on the embedded `digits` data set, sized to
-reach >= 99% top-1 in under a minute of training on a 2-core CPU (see `TrainConfig`). Recipes (`recipes/<model>.<tag>.yaml`) hold
-the official ImageNet / VOC / COCO settings as flat `field: value` mappings.
+reach >= 99% top-1 in under a minute of training on a 2-core CPU (see `TrainConfig`). Recipes
+(`recipes/<model>.<tag>.yaml`) hold the official ImageNet / VOC / COCO settings as flat `field: value` mappings.
 """
 from __future__ import annotations
 
@@ -155,7 +155,7 @@ def _in_range(name: str, value: float) -> None:
         raise UserError(f"{name} must be in {lo}{low:g}, {high:g}{hi}, got {value!r}")
 
 
-def check_ranges(cfg: "TrainConfig") -> None:
+def check_ranges(cfg: TrainConfig) -> None:
     """Every numeric field within its range, pairs in order, the model name known (devices and the run folder are
     checked by the trainer: a saved config must stay loadable on another machine)."""
     for name in RANGES:
@@ -195,7 +195,7 @@ def base_type(hint: Any) -> tuple[Any, bool]:
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         rest = [a for a in args if a is not type(None)]
-        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True
+        return (rest[0] if len(rest) == 1 else typing.Union[tuple(rest)]), True  # noqa: UP007 (built from a runtime tuple)
     return hint, False
 
 
@@ -285,7 +285,8 @@ def _check_names(values: dict[str, Any], where: str) -> None:
     for key in values:
         if key not in FIELDS:
             close = difflib.get_close_matches(key, list(FIELDS), n=3)
-            raise UserError(f"{where}: unknown field {key!r}{'; did you mean ' + ', '.join(close) + '?' if close else ''}")
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise UserError(f"{where}: unknown field {key!r}{hint}")
 
 
 def resolve(recipe: str | None = None, overrides: dict[str, Any] | None = None, *,

@@ -8,7 +8,8 @@ trains at 10x), applied before the 8-decimal rounding. Accumulation rules of §8
 from __future__ import annotations
 
 import math
-from typing import Callable, Literal, Sequence
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import torch
 from torch import nn

@@ -28,7 +28,7 @@ class RunFolder:
     def __init__(self, out: str | os.PathLike, *, enabled: bool = True) -> None:
         self.out, self.enabled, self._fd = Path(out), enabled, None
 
-    def __enter__(self) -> "RunFolder":
+    def __enter__(self) -> RunFolder:
         if not self.enabled:
             return self
         if self.out.exists() and not self.out.is_dir():
@@ -101,9 +101,8 @@ def check_resume(saved: dict[str, Any], *, config: dict[str, Any], data: dict[st
         return
     for key, what in (("classes", "class names"), ("train_files", "training files"), ("val_files", "validation files")):
         if old.get(key) != data.get(key):
-            shown = (lambda v: v if not isinstance(v, list) else f"{len(v)} classes ({', '.join(map(str, v[:3]))}...)")
-            raise UserError(f"--resume: the data set differs from the run's ({what}: {shown(old.get(key))} before, "
-                            f"{shown(data.get(key))} now); resume with the same --data or start a new --out")
+            raise UserError(f"--resume: the data set differs from the run's ({what}: {_shown(old.get(key))} before, "
+                            f"{_shown(data.get(key))} now); resume with the same --data or start a new --out")
 
 
 def check_shared(out: Path, ctx: distributed.Dist) -> None:
@@ -142,3 +141,8 @@ def restart_owns(out: Path) -> bool:
         return (out / OWNER).read_text() == os.environ.get("TORCHELASTIC_RUN_ID")
     except OSError:
         return False
+
+
+def _shown(value: Any) -> Any:
+    """A class list as its length and first names; anything else as it is."""
+    return f"{len(value)} classes ({', '.join(map(str, value[:3]))}...)" if isinstance(value, list) else value

@@ -43,7 +43,7 @@ class Signals:
     def _on_save(self, signum: int, frame: FrameType | None) -> None:
         self.save = True
 
-    def __enter__(self) -> "Signals":
+    def __enter__(self) -> Signals:
         with contextlib.suppress(ValueError):   # not in the main thread: no handler, the signal is not ours
             for sig in STOP_SIGNALS + SAVE_SIGNALS:
                 self._old[sig] = signal.signal(sig, self._on_stop if sig in STOP_SIGNALS else self._on_save)

@@ -26,11 +26,11 @@ from ..models import create_model, identity_record
 from ..tasks import evaluated_identity, get_task
 from ..weights import read_weights
 from . import checkpoints, distributed
+from .averaging import BestTracker, is_better, keep_official_files
 from .checkpoints import Progress
 from .config import TrainConfig
 from .ema import ModelEMA
 from .loaders import Loaders, batch_len, build_loaders
-from .averaging import BestTracker, is_better, keep_official_files
 from .optim import LRSchedule, build_optimizer, is_step_boundary, param_groups
 from .run_folder import RunFolder, check_resume, check_shared, fingerprint, write_owner
 from .runlog import MetricsLog, plot_curves, read_config, write_config
@@ -330,8 +330,9 @@ class Trainer:
             plot_curves(self.metrics.records(), self.out / "curves.png", metric=self.task.main_metric)
             self._plotted = now
         key = self.task.main_metric
+        train_loss = math.nan if record["train_loss"] is None else record["train_loss"]
         log.info("epoch %d/%d  train_loss %.4f  val_%s %.2f%s  lr %.2e  %.0f img/s", record["epoch"],
-                 self.cfg.epochs, math.nan if record["train_loss"] is None else record["train_loss"], key, record[f"val_{key}"],
+                 self.cfg.epochs, train_loss, key, record[f"val_{key}"],
                  f"  ema_val_{key} {record[f'ema_val_{key}']:.2f}" if self.ema else "", record["lr"],
                  record["images_per_s"])
 
