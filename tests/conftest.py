@@ -23,3 +23,14 @@ def official_checkpoint(tmp_path):
         torch.save(official_state_dict(fx), path)
         return path
     return write
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A small digits classifier trained once through the CLI, shared by the quantization and OpenVINO tests."""
+    from mobilevitv3.cli import main
+    out = tmp_path_factory.mktemp("digits")
+    assert main(["train", "--model", "mobilevitv3_xxs", "--image-size", "32", "--batch-size", "32", "--epochs", "6",
+                 "--threads", "1", "--workers", "0", "--warmup-iterations", "10", "--ema", "false",
+                 "--data", "digits", "--out", str(out)]) == 0
+    return out / "best.pt"

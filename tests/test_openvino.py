@@ -4,7 +4,6 @@ IR is refused as a model in one line."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -16,21 +15,15 @@ from mobilevitv3.export.api import BACKENDS
 from mobilevitv3.export.job import Backend
 
 pytest.importorskip("openvino")
+# OpenVINO's runtime threads, once loaded, have crashed later in-process PyTorch training (SIGSEGV in the suite):
+# every test that loads OpenVINO runs in a pytest process of its own (scripts/test.sh).
+pytestmark = pytest.mark.openvino
 
 SMALL = 64
-DIGITS = ["--model", "mobilevitv3_xxs", "--image-size", "32", "--batch-size", "32", "--epochs", "6",
-          "--threads", "1", "--workers", "0", "--warmup-iterations", "10", "--ema", "false"]
 
 
 def _json(capsys) -> dict:
     return json.loads(capsys.readouterr().out)
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("digits")
-    assert main(["train", *DIGITS, "--data", "digits", "--out", str(out)]) == 0
-    return out / "best.pt"
 
 
 def test_openvino_export_matches_eager_and_carries_its_metadata(tmp_path):

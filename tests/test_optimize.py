@@ -12,6 +12,8 @@ import mobilevitv3
 from mobilevitv3.errors import UserError
 
 pytest.importorskip("onnxruntime")
+# precision="auto" loads OpenVINO on a CPU with bf16: these run in their own process (scripts/test.sh).
+pytestmark = pytest.mark.openvino
 
 # v1, v3 on v1, v2, v3 on v2, segmentation, detection (a tuple of outputs).
 MODELS = ["mobilevit_xxs", "mobilevitv3_xxs", "mobilevitv2_050", "mobilevitv3_050", "deeplabv3_mobilevitv3_xxs",

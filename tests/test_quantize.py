@@ -20,8 +20,6 @@ from mobilevitv3.infer.runtime import load_runtime_model
 from mobilevitv3.tasks import get_task
 from mobilevitv3.train.config import TrainConfig
 
-DIGITS = ["--model", "mobilevitv3_xxs", "--image-size", "32", "--batch-size", "32", "--epochs", "6",
-          "--threads", "1", "--workers", "0", "--warmup-iterations", "10", "--ema", "false"]
 SCENES = {"scenes": {"size": 64, "scale": [16, 32], "train_scenes": 2, "val_scenes": 8}}
 
 
@@ -31,13 +29,6 @@ def _snr(ref: torch.Tensor, got: torch.Tensor) -> float:
 
 def _json(capsys) -> dict:
     return json.loads(capsys.readouterr().out)
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("digits")
-    assert main(["train", *DIGITS, "--data", "digits", "--out", str(out)]) == 0
-    return out / "best.pt"
 
 
 @pytest.fixture(scope="module")
