@@ -9,8 +9,10 @@ import torch
 from PIL import Image
 
 from mobilevitv3 import create_model
-from mobilevitv3.data.classification import digits, image_folder, load_rgb
-from mobilevitv3.data.sampler import MultiScaleBatchSampler, make_divisible, scale_plan
+from mobilevitv3.data.classification import digits, image_folder
+from mobilevitv3.data.images import try_read_rgb
+from mobilevitv3.data.sampler import MultiScaleBatchSampler, scale_plan
+from mobilevitv3.layers import make_divisible
 from mobilevitv3.data.transforms import eval_transform, pipeline
 from mobilevitv3.errors import UserError
 from mobilevitv3.tasks import get_task
@@ -104,7 +106,7 @@ def test_image_folder_converts_modes_and_accepts_images_smaller_than_the_crop(tm
     train, val = image_folder(str(root), pipe, image_size=32)
     shapes = {train[(i, 32, 32)][0].shape for i in range(len(train))} | {val[i][0].shape for i in range(len(val))}
     assert shapes == {torch.Size([3, 32, 32])} and len(train) == 10
-    assert load_rgb(str(root / "train" / "a" / "cmyk.jpg")).mode == "RGB"
+    assert try_read_rgb(root / "train" / "a" / "cmyk.jpg").mode == "RGB"
 
 
 def test_unreadable_and_truncated_images_are_skipped_and_counted(tmp_path, caplog):

@@ -235,7 +235,7 @@ def test_coco_unknown_category_is_an_error(tmp_path):
 
 def test_det_train_transform_keeps_valid_boxes_inside_the_input(tmp_path):
     torch.manual_seed(0)
-    t = DetTrainTransform(DetAugment(), hflip=0.5, interpolation="bilinear", channel_order="bgr", antialias=False)
+    t = DetTrainTransform("v2", hflip=0.5, flip_channels=True)
     ds = CocoBoxes(make_coco(tmp_path), "train", transform=t, train=True)
     for i in range(len(ds)):
         image, target = ds[(i, 320, 320)]

@@ -83,7 +83,7 @@ def test_read_rgb_folder_is_named_a_folder(tmp_path):
 
 
 def test_read_rgb_missing_and_not_an_image(tmp_path):
-    with pytest.raises(ImageError, match="no such image file"):
+    with pytest.raises(ImageError, match="image not found"):
         read_rgb(tmp_path / "nope.png")
     (tmp_path / "notes.png").write_text("not an image")
     with pytest.raises(ImageError, match="not an image file"):
@@ -121,16 +121,19 @@ def test_read_bgr_is_read_rgb_in_opencv_order(tmp_path):
 
 
 def test_every_data_reader_follows_the_one_rule(tmp_path):
-    from mobilevitv3.data.classification import load_rgb
-    from mobilevitv3.data.cv_transforms import imread_bgr
+    from mobilevitv3.data.classification import ClassificationSet
     from mobilevitv3.data.masks import read_image
+    from mobilevitv3.data.transforms import Pipeline
+
+    def folder_read(path, backend):   # what an ImageFolder data set reads for the PIL and the v1 OpenCV pipelines
+        return ClassificationSet([(str(path), 0)], ["a"], Pipeline(backend=backend), train=False, size=32)._raw(0)[0]
     pixels = _blocks()
     exif = Image.Exif()
     exif[ORIENTATION] = 8                  # "rotate 90 counter-clockwise to display"
     Image.fromarray(pixels).save(tmp_path / "phone.jpg", quality=98, exif=exif.tobytes())
     expected = np.asarray(read_rgb(tmp_path / "phone.jpg"))
     assert expected.shape == (64, 48, 3)
-    assert (np.asarray(load_rgb(str(tmp_path / "phone.jpg"))) == expected).all()          # ImageFolder
-    assert (imread_bgr(tmp_path / "phone.jpg")[..., ::-1] == expected).all()               # v1 OpenCV pipeline
+    assert (np.asarray(folder_read(tmp_path / "phone.jpg", "pil")) == expected).all()       # ImageFolder
+    assert (folder_read(tmp_path / "phone.jpg", "opencv")[..., ::-1] == expected).all()     # v1 OpenCV pipeline
     assert (read_image(tmp_path / "phone.jpg").permute(1, 2, 0).numpy() == expected).all()  # VOC / ADE20K
-    assert load_rgb(str(tmp_path)) is None and read_image(tmp_path) is None               # a folder: skipped
+    assert folder_read(tmp_path, "pil") is None and read_image(tmp_path) is None          # a folder: skipped

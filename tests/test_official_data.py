@@ -12,10 +12,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mobilevitv3.data import coco_voc
-from mobilevitv3.data.cv_transforms import CvEvalTransform, imread_bgr, rrc_params, short_side_size
-from mobilevitv3.data.official_det_aug import hue_shift, photometric_v1, ssd_crop, ssd_crop_window
-from mobilevitv3.data.official_sampler import OfficialBatchSampler, variable_batch_plan
-from mobilevitv3.data.official_seg import class_ratio_crop, v2_eval_sizes
+from mobilevitv3.data.cv_transforms import CvEvalTransform, rrc_params, short_side_size
+from mobilevitv3.data.det_transforms import hue_shift, photometric_v1, ssd_crop, ssd_crop_window
+from mobilevitv3.data.images import read_bgr
+from mobilevitv3.data.sampler import MultiScaleBatchSampler, variable_batch_plan
+from mobilevitv3.data.seg_transforms import class_ratio_crop, v2_eval_sizes
 
 
 def _seq(sampler, epoch):
@@ -37,7 +38,7 @@ def test_variable_batch_plan_matches_official_table(bs0, n, expected):
 
 
 def test_variable_sampler_reproduces_official_sequence_with_cumulative_shuffles():
-    sampler = OfficialBatchSampler(18, variable_batch_plan(256, 2))
+    sampler = MultiScaleBatchSampler(18, variable_batch_plan(256, 2))
     assert _seq(sampler, 0) == [(256, 2, [11, 9]), (288, 2, [0, 16]), (192, 3, [2, 15, 10]), (320, 2, [3, 5]),
                                 (256, 2, [17, 14]), (288, 2, [6, 7]), (192, 3, [8, 4, 1]), (288, 2, [13, 12])]
     assert _seq(sampler, 1) == [(192, 3, [14, 15, 13]), (160, 5, [12, 17, 11, 1, 4]), (320, 2, [16, 10]),
@@ -45,7 +46,7 @@ def test_variable_sampler_reproduces_official_sequence_with_cumulative_shuffles(
 
 
 def test_variable_sampler_batch_count_varies_per_epoch():
-    sampler = OfficialBatchSampler(1000, variable_batch_plan(256, 64))
+    sampler = MultiScaleBatchSampler(1000, variable_batch_plan(256, 64))
     counts = []
     for epoch in range(3):
         sampler.set_epoch(epoch)
@@ -54,10 +55,10 @@ def test_variable_sampler_batch_count_varies_per_epoch():
 
 
 def test_variable_sampler_resume_replays_earlier_epochs():
-    full = OfficialBatchSampler(18, variable_batch_plan(256, 2))
+    full = MultiScaleBatchSampler(18, variable_batch_plan(256, 2))
     _seq(full, 0)
     expected = _seq(full, 1)
-    fresh = OfficialBatchSampler(18, variable_batch_plan(256, 2))
+    fresh = MultiScaleBatchSampler(18, variable_batch_plan(256, 2))
     fresh.set_epoch(1, start_step=2)                      # a new process resuming inside epoch 1
     assert [(b[0][1], len(b), [i for i, _, _ in b]) for b in fresh] == expected[2:]
     assert len(fresh) == len(expected) - 2
@@ -65,7 +66,7 @@ def test_variable_sampler_resume_replays_earlier_epochs():
 
 def test_variable_sampler_ddp_ranks_share_sizes_and_slice_one_order():
     plan = variable_batch_plan(256, 2, num_replicas=2)
-    ranks = [OfficialBatchSampler(19, plan, num_replicas=2, rank=r) for r in (0, 1)]
+    ranks = [MultiScaleBatchSampler(19, plan, num_replicas=2, rank=r) for r in (0, 1)]
     seqs = [_seq(s, 0) for s in ranks]
     assert [(h, b) for h, b, _ in seqs[0]] == [(h, b) for h, b, _ in seqs[1]]
     ids = [[i for _, _, batch in seq for i in batch] for seq in seqs]
@@ -73,7 +74,7 @@ def test_variable_sampler_ddp_ranks_share_sizes_and_slice_one_order():
 
 
 def test_v2_fixed_sampler_fresh_shuffle_and_short_last_batch():
-    sampler = OfficialBatchSampler(18, [(256, 4)], kind="v2_fixed")
+    sampler = MultiScaleBatchSampler(18, [(256, 4)], kind="v2_fixed")
     assert [ids for _, _, ids in _seq(sampler, 0)] == [[11, 9, 0, 16], [2, 15, 10, 3], [5, 17, 14, 6],
                                                       [7, 8, 4, 1], [13, 12]]
     assert [i for _, _, ids in _seq(sampler, 1) for i in ids] == [10, 5, 16, 17, 9, 0, 15, 14, 3, 6, 11, 13, 12,
@@ -81,14 +82,14 @@ def test_v2_fixed_sampler_fresh_shuffle_and_short_last_batch():
 
 
 def test_v2_fixed_sampler_ddp_shards_before_shuffling():
-    sampler = OfficialBatchSampler(10, [(256, 2)], kind="v2_fixed", num_replicas=2, rank=1)
+    sampler = MultiScaleBatchSampler(10, [(256, 2)], kind="v2_fixed", num_replicas=2, rank=1)
     seen = [sorted({i for _, _, ids in _seq(sampler, e) for i in ids}) for e in range(3)]
     assert seen == [[1, 3, 5, 7, 9]] * 3                  # the same shard every epoch
     assert [len(ids) for _, _, ids in _seq(sampler, 0)] == [2, 2, 2]   # last batch padded from the rank's head
 
 
 def test_v1_fixed_sampler_cumulative_order_short_last_batch():
-    sampler = OfficialBatchSampler(18, [(512, 4)], kind="v1_fixed")
+    sampler = MultiScaleBatchSampler(18, [(512, 4)], kind="v1_fixed")
     assert [len(ids) for _, _, ids in _seq(sampler, 0)] == [4, 4, 4, 4, 2]
     assert [i for _, _, ids in _seq(sampler, 1) for i in ids] == [14, 15, 13, 12, 17, 11, 1, 4, 16, 10, 6, 8, 7,
                                                                    3, 9, 5, 0, 2]   # §11: seed(1) of seed(0)'s
@@ -99,7 +100,7 @@ def test_v1_fixed_sampler_cumulative_order_short_last_batch():
 def test_cv_eval_transform_geometry_and_bgr(tmp_path):
     rgb = np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "x.png")
-    bgr = imread_bgr(tmp_path / "x.png")
+    bgr = read_bgr(tmp_path / "x.png")
     assert np.array_equal(bgr, rgb[..., ::-1])
     assert short_side_size(375, 500, 288) == (288, 384)
     out = CvEvalTransform(288, 256)(bgr)
@@ -277,12 +278,12 @@ def test_class_ratio_crop_keeps_window_without_valid_pixels():
 def test_official_det_transform_v1_uncropped_is_opencv_resize_in_bgr():
     from torchvision import tv_tensors
 
-    from mobilevitv3.data.official_det_aug import OfficialDetTrainTransform
+    from mobilevitv3.data.det_transforms import DetTrainTransform
     rgb = torch.randint(0, 256, (3, 240, 300), dtype=torch.uint8)
     target = {"boxes": tv_tensors.BoundingBoxes(torch.tensor([[30.0, 24, 150, 120]]), format="XYXY",
                                                 canvas_size=(240, 300)), "labels": torch.tensor([7])}
     torch.manual_seed(_seed_with_first_option(0))        # no crop
-    x, out = OfficialDetTrainTransform("v1", hflip=0.0, photometric=0.0)(tv_tensors.Image(rgb), target, (320, 320))
+    x, out = DetTrainTransform("v1", hflip=0.0, photometric=0.0)(tv_tensors.Image(rgb), target, (320, 320))
     bgr = np.ascontiguousarray(rgb.permute(1, 2, 0).numpy()[..., ::-1])
     expected = cv2.resize(bgr, (320, 320), interpolation=cv2.INTER_LINEAR)
     assert torch.equal(x, torch.from_numpy(expected).permute(2, 0, 1).float() / 255)
@@ -290,7 +291,7 @@ def test_official_det_transform_v1_uncropped_is_opencv_resize_in_bgr():
 
 
 def test_pil_seg_eval_transform_v2_protocol_sizes():
-    from mobilevitv3.data.official_seg import PilSegEvalTransform
+    from mobilevitv3.data.seg_transforms import PilSegEvalTransform
     image, mask = torch.randint(0, 256, (3, 375, 500), dtype=torch.uint8), torch.zeros(375, 500, dtype=torch.uint8)
     x, m = PilSegEvalTransform((512, 512), stride=16)(image, mask)
     assert x.shape == (3, 512, 672) and m.shape == (375, 500)     # the logits go back to 375 x 500

@@ -120,40 +120,71 @@ def test_official_lr_never_reaches_min_lr():
     assert last == 0.00020005
 
 
-def test_trainer_advances_the_v2_lr_counter_per_optimiser_step(tmp_path, monkeypatch):
-    """training.md §3: v2 advances the warm-up counter at the accumulation boundary. What the trainer passes to the
-    schedule, micro-batch by micro-batch, with accum 2 over 4 micro-batches: 0, 0, 1, 1; two steps saved."""
+def _two_class_folder(root) -> str:
+    """4 training images a class (4 micro-batches of 2), 1 validation image a class."""
     from PIL import Image
-
-    from mobilevitv3.cli import main
     for split, n in (("train", 4), ("val", 1)):
         for c, colour in (("a", (230, 0, 0)), ("b", (0, 230, 0))):
-            (tmp_path / "data" / split / c).mkdir(parents=True)
+            (root / split / c).mkdir(parents=True)
             for k in range(n):
-                Image.new("RGB", (36, 36), colour).save(tmp_path / "data" / split / c / f"{k}.png")
+                Image.new("RGB", (36, 36), colour).save(root / split / c / f"{k}.png")
+    return str(root)
+
+
+def _train_accumulating(tmp_path, model: str) -> None:
+    from mobilevitv3.cli import main
+    assert main(["train", "--model", model, "--image-size", "32", "--batch-size", "2", "--accum-steps", "2",
+                 "--epochs", "1", "--threads", "1", "--workers", "0", "--warmup-iterations", "2", "--data",
+                 _two_class_folder(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 0
+
+
+@pytest.mark.parametrize("model,counter", [("mobilevitv3_xxs", [0, 1, 2, 3]), ("mobilevitv3_050", [0, 0, 1, 1])])
+def test_trainer_advances_the_lr_counter_per_family(tmp_path, monkeypatch, model, counter):
+    """training.md §3, §8: with accum 2 over 4 micro-batches the counter the trainer gives the schedule before each
+    micro-batch advances per micro-batch in the v1 family (by 2 per optimiser step), per optimiser step in v2."""
     seen, apply = [], LRSchedule.apply
 
     def spy(self, optimizer, iteration, epoch):
         seen.append(iteration)
         return apply(self, optimizer, iteration, epoch)
     monkeypatch.setattr(LRSchedule, "apply", spy)
-    assert main(["train", "--model", "mobilevitv3_050", "--image-size", "32", "--batch-size", "2", "--accum-steps",
-                 "2", "--epochs", "1", "--threads", "1", "--workers", "0", "--warmup-iterations", "2", "--data",
-                 str(tmp_path / "data"), "--out", str(tmp_path / "run")]) == 0
-    assert seen == [0, 0, 1, 1]
-    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == 2
+    _train_accumulating(tmp_path, model)
+    assert seen == counter
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["iteration"] == counter[-1] + 1
 
 
 def test_is_step_boundary_drops_leftover_micro_batches():
     assert [is_step_boundary(i, 2) for i in range(5)] == [False, True, False, True, False]
 
 
-def test_accumulated_gradient_is_the_sum_of_micro_batch_gradients():
-    w = torch.ones(3, requires_grad=True)
-    batches = [torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, 0.0, -1.0])]
-    for x in batches:          # the official loop: backward of each un-normalised micro-batch loss
-        (w * x).sum().backward()
-    assert torch.equal(w.grad, batches[0] + batches[1])
+def test_trainer_steps_with_the_sum_of_the_micro_batch_gradients(tmp_path, monkeypatch):
+    """training.md §8 Check: with accum_freq 2 the gradient at the optimiser step is the sum, not the mean, of the
+    two micro-batch gradients (each taken from the very loss the trainer back-propagates)."""
+    from mobilevitv3.tasks.classification import Classification
+    from mobilevitv3.train.trainer import Trainer
+    micro, at_step = [], []
+    loss_of, step = Classification.training_loss, Trainer._optimizer_step
+
+    def spy_loss(self, model, batch, cfg):
+        loss, stats = loss_of(self, model, batch, cfg)
+        params = [p for p in model.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        micro.append([torch.zeros_like(p) if g is None else g.detach().clone() for p, g in zip(params, grads)])
+        return loss, stats
+
+    def spy_step(self):
+        at_step.append([torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+                        for p in self.model.parameters() if p.requires_grad])
+        step(self)
+    monkeypatch.setattr(Classification, "training_loss", spy_loss)
+    monkeypatch.setattr(Trainer, "_optimizer_step", spy_step)
+    _train_accumulating(tmp_path, "mobilevitv3_050")
+    assert (len(micro), len(at_step)) == (4, 2)
+    for k, grads in enumerate(at_step):
+        first, second = micro[2 * k], micro[2 * k + 1]
+        assert sum(float(a.abs().sum()) for a in first) > 0 and sum(float(b.abs().sum()) for b in second) > 0
+        for g, a, b in zip(grads, first, second):
+            torch.testing.assert_close(g, a + b)
 
 
 # ---- §4 best checkpoints, k-best averaging, EMA ------------------------------------------------------------------

@@ -1,6 +1,9 @@
 """The one exception type for bad user input that the CLI turns into a one-line message (exit code 2), and the
-checks of user-given values that every layer shares (devices)."""
+checks of user-given values that every layer shares (files, devices)."""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 
@@ -9,6 +12,16 @@ class UserError(ValueError):
     """Bad input from the user (path, file, shape, option): the message is shown as is, without a traceback.
     A ValueError, so Python callers can catch it as one; the CLI shows only this class (and its subclasses) as a
     one-line error: any other exception is a bug and keeps its traceback."""
+
+
+def existing_file(path: str | os.PathLike, what: str = "file", *, error: type[UserError] = UserError) -> Path:
+    """`path` as a Path when it names a file; else `error` saying it is a folder or missing (`what` names it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise error(f"{what} not found: {path}")
+    return path
 
 
 def device_from(spec: str) -> torch.device:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,6 @@ def push_to_hub(model: nn.Module, repo_id: str, *, metrics: dict[str, Any] | Non
                 commit_message: str = "Upload mobilevitv3 model") -> str:
     """`save_pretrained` into a temporary folder, then upload it to the Hub repo `repo_id` (created if missing).
     Returns the commit URL."""
-    import tempfile
     hub = _hub()
     api = hub.HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)

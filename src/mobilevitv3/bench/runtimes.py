@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -194,8 +195,6 @@ def _batch(spec: Spec) -> dict:
 
 
 def _write_reference(model: nn.Module, spec: Spec, path: str) -> None:
-    from pathlib import Path
-
     from ..export.job import Job
     dynamic = _batch(spec)["dynamic_batch"]
     example = torch.rand(2 if dynamic else spec.batch_sizes[0], 3, spec.image_size, spec.image_size)

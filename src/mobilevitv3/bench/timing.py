@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from typing import Literal
 
 from ..errors import UserError
@@ -332,7 +333,6 @@ def environment(cfg: BenchConfig, threads: int) -> dict:
         env["gpu"] = torch.cuda.get_device_name()
     for module in ("timm", "onnxruntime", "executorch"):
         if (module == "timm" and cfg.vs == "timm") or module in cfg.runtimes:
-            from importlib.metadata import version
             env[module] = version(module)
     return env
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import cache
 from importlib import resources
 
+from .scenes import SCENE_CLASSES
+
 
 @cache
 def _lines(name: str) -> tuple[str, ...]:
@@ -26,6 +28,5 @@ def class_names(dataset: str) -> list[str]:
     if dataset in ("voc", "ade20k"):
         return list(_lines(dataset))
     if dataset == "scenes":
-        from .scenes import SCENE_CLASSES
         return list(SCENE_CLASSES)
     raise KeyError(dataset)

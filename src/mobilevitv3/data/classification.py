@@ -29,11 +29,6 @@ DIGITS_SIZE = 64
 MAX_SUBSTITUTES = 8
 
 
-def load_rgb(path: str) -> Image.Image | None:
-    """RGB as a viewer shows it (`data.images`: EXIF, 16-bit, alpha rules), or None (logged) when unreadable."""
-    return try_read_rgb(path)
-
-
 class ClassificationSet(Dataset):
     """Images (paths or an in-memory uint8 tensor) with labels, transformed per requested crop size."""
 
@@ -51,7 +46,7 @@ class ClassificationSet(Dataset):
         path, label = self.items[index]
         if self.pipe.backend == "opencv":   # the v1 pipeline works on OpenCV's BGR arrays
             return try_read_bgr(path), label
-        return load_rgb(path), label
+        return try_read_rgb(path), label
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> tuple[Tensor, int, int] | None:
         """`(image, label, unreadable files met)`. Training replaces an unreadable file by the next readable one,

@@ -1,4 +1,4 @@
-"""The v1 family's OpenCV image pipeline (training.md §6, §9, §10): read BGR uint8, resize with `INTER_LINEAR`
+"""The v1 family's OpenCV image pipeline (training.md §6, §9, §10): BGR uint8 (`images.read_bgr`), resize with `INTER_LINEAR`
 (2x2 taps at any scale: no antialias), crop with floor division, to a [0, 1] float tensor in the stored order.
 
 Evaluation: shorter side -> 288 (long side truncated), centre crop 256. Training: the torchvision random resized
@@ -10,25 +10,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from .images import try_read_bgr
-
-
-def imread_bgr(path: str | Path) -> np.ndarray | None:
-    """HWC uint8 BGR, the pixels `cv2.imread` gives (EXIF applied) through the one reader `data.images` (alpha on
-    white, truncated files refused), or None (logged) when unreadable."""
-    return try_read_bgr(path)
+from .images import rgb_to_bgr
 
 
 def from_rgb_tensor(image: Tensor) -> np.ndarray:
     """A [3, H, W] uint8 RGB tensor (in-memory data sets) as the HWC BGR array OpenCV would have read."""
-    return np.ascontiguousarray(image.permute(1, 2, 0).flip(-1).numpy())
+    return rgb_to_bgr(image.permute(1, 2, 0).numpy())
 
 
 def as_bgr(image: np.ndarray | Tensor | Image.Image) -> np.ndarray:
@@ -39,12 +32,12 @@ def as_bgr(image: np.ndarray | Tensor | Image.Image) -> np.ndarray:
         if image.dtype != torch.uint8:
             raise ValueError(f"the OpenCV pipeline takes uint8 images, got a {image.dtype} tensor")
         return from_rgb_tensor(image)
-    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., ::-1])
+    return rgb_to_bgr(np.asarray(image.convert("RGB")))
 
 
 def cv_resize(image: np.ndarray, size: tuple[int, int], *, nearest: bool = False) -> np.ndarray:
     """Resize to (h, w): bilinear without antialias (images) or nearest (masks), as `cv2.resize` does."""
-    import cv2
+    import cv2  # here, not at import: importing OpenCV edits the environment (LD_LIBRARY_PATH)
     h, w = size
     if image.shape[:2] == (h, w):
         return image
@@ -58,11 +51,15 @@ def short_side_size(height: int, width: int, short: int) -> tuple[int, int]:
     return int(short * height / width), short
 
 
-def center_crop(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """Centre crop with floor offsets (torchvision's CenterCrop rounds instead)."""
+def center_offsets(height: int, width: int, size: int | tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of the official centre crop: floor offsets (torchvision's CenterCrop rounds instead)."""
     ch, cw = (size, size) if isinstance(size, int) else size
-    h, w = image.shape[:2]
-    top, left = max(0, (h - ch) // 2), max(0, (w - cw) // 2)
+    return max(0, (height - ch) // 2), max(0, (width - cw) // 2), ch, cw
+
+
+def center_crop(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """The official centre crop of an HWC array."""
+    top, left, ch, cw = center_offsets(*image.shape[:2], size)
     return image[top:top + ch, left:left + cw]
 
 
@@ -72,7 +69,8 @@ def to_tensor(image: np.ndarray, *, flip_channels: bool = False) -> Tensor:
     return x.flip(0) if flip_channels else x
 
 
-def _uniform(lo: float, hi: float) -> float:
+def uniform(lo: float, hi: float) -> float:
+    """One U(lo, hi) draw from torch's generator (the one the training loop seeds per sample)."""
     return float(torch.empty(()).uniform_(lo, hi))
 
 
@@ -87,8 +85,8 @@ def rrc_params(height: int, width: int, scale: tuple[float, float] = (0.08, 1.0)
     central crop clamped to the ratio bounds."""
     area, log_ratio = height * width, (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(10):
-        target = area * _uniform(*scale)
-        aspect = math.exp(_uniform(*log_ratio))
+        target = area * uniform(*scale)
+        aspect = math.exp(uniform(*log_ratio))
         w, h = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
         if 0 < w <= width and 0 < h <= height:
             return _randint(0, height - h), _randint(0, width - w), h, w
@@ -131,7 +129,7 @@ class CvTrainTransform:
         image = as_bgr(image)
         top, left, h, w = rrc_params(*image.shape[:2], self.scale, self.ratio)
         image = cv_resize(image[top:top + h, left:left + w], self.size)
-        if self.hflip > 0 and _uniform(0.0, 1.0) <= self.hflip:
+        if self.hflip > 0 and uniform(0.0, 1.0) <= self.hflip:
             image = image[:, ::-1]
         return to_tensor(image, flip_channels=self.flip_channels)
 

@@ -19,16 +19,19 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import UserError
+from ..errors import UserError, existing_file
 
 log = logging.getLogger(__name__)
 BACKGROUND = (255, 255, 255)        # what transparent pixels become
 _ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+T = TypeVar("T")
 
 
 class ImageError(UserError):
@@ -68,18 +71,9 @@ def _deep_to_rgb(im: Image.Image) -> Image.Image:
     return gray.convert("RGB")
 
 
-def _checked(path: str | Path) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        raise ImageError(f"{p}: is a folder, not an image file")
-    if not p.exists():
-        raise ImageError(f"{p}: no such image file")
-    return p
-
-
 def read_rgb(path: str | Path) -> Image.Image:
     """The image at `path` as 8-bit RGB (see the module notes), or `ImageError` naming the file and the reason."""
-    p = _checked(path)
+    p = existing_file(path, "image", error=ImageError)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")   # Pillow's palette-transparency and EXIF chatter
@@ -94,24 +88,30 @@ def read_rgb(path: str | Path) -> Image.Image:
         raise ImageError(f"{p}: cannot decode the image ({e})") from None
 
 
+def rgb_to_bgr(rgb: np.ndarray) -> np.ndarray:
+    """An HWC RGB array as the contiguous HWC BGR array OpenCV works on."""
+    return np.ascontiguousarray(rgb[..., ::-1])
+
+
 def read_bgr(path: str | Path) -> np.ndarray:
     """The image at `path` as HWC uint8 BGR for the v1 family's OpenCV pipeline, or `ImageError`."""
-    return np.ascontiguousarray(np.asarray(read_rgb(path))[..., ::-1])     # RGB -> BGR
+    return rgb_to_bgr(np.asarray(read_rgb(path)))
 
 
-def try_read_bgr(path: str | Path) -> np.ndarray | None:
-    """`read_bgr`, or None (logged as a warning with the reason)."""
+def _or_none(read: Callable[[str | Path], T], path: str | Path) -> T | None:
+    """`read(path)`, or None (logged as a warning with the reason) for a path that is not a readable image."""
     try:
-        return read_bgr(path)
+        return read(path)
     except ImageError as e:
         log.warning("skipping %s", e)
         return None
 
 
 def try_read_rgb(path: str | Path) -> Image.Image | None:
-    """`read_rgb`, or None (logged as a warning with the reason) for a path that is not a readable image."""
-    try:
-        return read_rgb(path)
-    except ImageError as e:
-        log.warning("skipping %s", e)
-        return None
+    """`read_rgb`, or None (logged) for a path that is not a readable image: data sets count and skip those."""
+    return _or_none(read_rgb, path)
+
+
+def try_read_bgr(path: str | Path) -> np.ndarray | None:
+    """`read_bgr`, or None (logged)."""
+    return _or_none(read_bgr, path)

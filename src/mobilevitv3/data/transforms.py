@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchvision.transforms import InterpolationMode, v2
 
 from ..models.identity import Preprocess
+from .cv_transforms import CvEvalTransform, CvTrainTransform, center_offsets
 
 MODES = {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}
 
@@ -86,7 +87,6 @@ def _tensor_tail(p: Pipeline) -> list[nn.Module]:
 
 
 def _opencv_train(p: Pipeline, size: tuple[int, int]):
-    from .cv_transforms import CvTrainTransform
     first = CvTrainTransform(tuple(size), scale=p.rrc_scale, ratio=p.rrc_ratio, hflip=p.hflip,
                              flip_channels=p.channel_order == "rgb")
     steps = ([v2.RandAugment(p.randaugment_ops, p.randaugment_magnitude, 31)] if p.randaugment else []) \
@@ -113,23 +113,21 @@ def train_transform(p: Pipeline, size: tuple[int, int]):
 
 
 class FloorCenterCrop(nn.Module):
-    """Centre crop with floor offsets, as the official pipelines (torchvision's CenterCrop rounds)."""
+    """The official centre crop (`cv_transforms.center_offsets`: floor offsets) of a [..., H, W] tensor."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.size = size
 
     def forward(self, x: Tensor) -> Tensor:
-        h, w = x.shape[-2:]
-        top, left = max(0, (h - self.size) // 2), max(0, (w - self.size) // 2)
-        return x[..., top:top + self.size, left:left + self.size]
+        top, left, h, w = center_offsets(*x.shape[-2:], self.size)
+        return x[..., top:top + h, left:left + w]
 
 
 def eval_transform(p: Pipeline):
     """Shorter side (long side truncated) then a floor-centred crop: OpenCV bilinear for `opencv`, else the
     resize on the PIL image itself (PIL's bicubic, antialiased, as the v2 pipeline)."""
     if p.backend == "opencv":
-        from .cv_transforms import CvEvalTransform
         first = CvEvalTransform(p.eval_resize, p.eval_crop, flip_channels=p.channel_order == "rgb")
         tail = _tensor_tail(replace(p, random_erase=0.0))
         return v2.Compose([first, *tail]) if tail else first

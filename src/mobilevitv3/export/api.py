@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+from importlib.metadata import version
 import json
 import logging
 import os
@@ -53,23 +54,24 @@ class Format:
     dynamic_batch: bool = True
     companions: tuple[str, ...] = ()       # suffixes of files written beside the main one (OpenVINO's .bin)
     tolerance: float | None = None         # float32 tolerance of the runtime, where it is not TOLERANCE's
+    runtime: str | None = None             # the package that runs its files as a model in eval/predict (None: not)
 
 
 FORMATS = {
     "onnx": Format(".onnx", (("onnx", "onnx"), ("onnxruntime", "onnxruntime"), ("onnxscript", "onnxscript")),
-                   dynamic_size=True),
+                   dynamic_size=True, runtime="onnxruntime"),
     "torchscript": Format(".pt", ()),
     "exported-program": Format(".pt2", (), dynamic_size=True),
     # CoreML, static batch: coremltools 9.0 fails on a symbolic batch (6-D unfold in the v1 family, GroupNorm in v2).
     "coreml": Format(".mlpackage", (("coremltools", "coremltools>=9.0"),), dynamic_batch=False),
-    "executorch": Format(".pte", (("executorch", "executorch>=1.5.1"),), fp16=False),
+    "executorch": Format(".pte", (("executorch", "executorch>=1.5.1"),), fp16=False, runtime="executorch"),
     "tflite": Format(".tflite", (("litert_torch", "litert-torch>=0.10.0"), ("ai_edge_litert", "ai-edge-litert")),
                      fp16=False, dynamic_batch=False),  # litert-torch 0.10 cannot lower symbolic reshapes
     # OpenVINO IR from the ONNX export; float32 only (its CPU plugin picks bf16 at run time, see export/openvino.py)
     # OpenVINO's CPU kernels in f32 are not PyTorch's: 1.1e-3 of the logit scale measured on a digits-trained
     # v3-XXS (4.7e-3 at max |logit| 4.35; 3e-7 with random weights), so its check allows 3e-3.
     "openvino": Format(".xml", (("openvino", "openvino"), ("onnx", "onnx"), ("onnxscript", "onnxscript")),
-                       dynamic_size=True, fp16=False, companions=(".bin",), tolerance=3e-3),
+                       dynamic_size=True, fp16=False, companions=(".bin",), tolerance=3e-3, runtime="openvino"),
 }
 BACKENDS = {   # per format: its writer and its one runtime adapter (every caller opens a file through these)
     "onnx": Backend(onnx.write_onnx, onnx.open_onnx),
@@ -189,7 +191,6 @@ def deploy_metadata(model: nn.Module, size: tuple[int, int], multiple: int, dtyp
     """What a runtime needs beside the graph: input layout and size, the tag's preprocessing, the box coding.
 
     Preprocessing: pixels * `scale` (to [0, 1]), then (x - mean) / std per channel, in `channel_order`."""
-    from importlib.metadata import version
     ident = model.identity
     meta = {"producer": f"mobilevitv3 {version('mobilevitv3')}", "model": ident.name, "task": ident.task,
             "input_name": "image", "input_layout": "NCHW", "input_dtype": str(dtype).removeprefix("torch."),

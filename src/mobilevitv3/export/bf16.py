@@ -20,7 +20,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from .api import ExportError
 from .job import Run, flatten, package_version
+from .openvino import open_openvino
 
 log = logging.getLogger(__name__)
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # x86 flags of native bf16 dot products (Linux /proc/cpuinfo names)
@@ -53,8 +55,6 @@ def available() -> bool:
 def checked_run(model: nn.Module, onnx_path: str, size: tuple[int, int], threads: int, *, strict: bool) -> Run | None:
     """The ONNX file in OpenVINO bf16, if it reproduces eager `model` within BF16_TOLERANCE on random images;
     otherwise an ExportError (`strict`) or None with a warning."""
-    from .api import ExportError
-    from .openvino import open_openvino
     run = open_openvino(onnx_path, threads=threads, precision="bf16").run
     x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .job import Job, Opened, package_version
+from .onnx import write_onnx
 
 RT_INFO_KEY = "mobilevitv3"
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}   # OpenVINO's INFERENCE_PRECISION_HINT values
@@ -27,7 +28,6 @@ PRECISIONS = {"f32": "f32", "bf16": "bf16"}   # OpenVINO's INFERENCE_PRECISION_H
 def write_openvino(job: Job, path: Path) -> None:
     import openvino as ov
 
-    from .onnx import write_onnx
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         source = Path(tmp) / "model.onnx"
         write_onnx(job, source)
@@ -77,8 +77,8 @@ def open_openvino(path: str | Path, *, threads: int | None = None, precision: st
 # ---- INT8 through NNCF ----------------------------------------------------------------------------------------------
 # model_type=TRANSFORMER (its default preset: MIXED, symmetric int8 weights, asymmetric activations -- SiLU outputs and
 # attention inputs are signed and lopsided): NNCF's transformer scheme keeps the softmax, normalisations and the
-# attention's element-wise ops out of int8, which issue 20 measured faster than the default scheme on v3-XXS (4.33 vs
-# 5.22 ms), v3-S (9.00 vs 10.45) and v3-1.0 (9.77 vs 10.95) on a VNNI CPU.
+# attention's element-wise ops out of int8, measured faster than the default scheme on v3-XXS (4.33 vs 5.22 ms),
+# v3-S (9.00 vs 10.45) and v3-1.0 (9.77 vs 10.95) on a VNNI CPU.
 
 def quantize_ir(source: Path, path: Path, images: torch.Tensor, metadata: dict[str, str], *,
                 validation: list[tuple[torch.Tensor, int]] | None = None, max_drop: float | None = None) -> str:

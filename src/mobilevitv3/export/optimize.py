@@ -9,10 +9,10 @@ PyTorch path. The result is an `nn.Module` taking the NCHW float32 input of `mod
 1e-4 in fp32).
 
 Precision (onnxruntime backend): where the CPU has native bf16 (`bf16.cpu_has_bf16`), OpenVINO runs the same ONNX
-graph in bf16 1.6x faster than onnxruntime fp32 on v3-XXS and v3-S, but slower on v3-0.5 (issue 20's table), so
-`precision="auto"` measures both once per model, size, CPU and versions and caches the choice (`bf16.py`);
-"fp32" is the onnxruntime path exactly, "bf16" forces OpenVINO bf16. A bf16 graph is checked against eager within
-`BF16_TOLERANCE` of the largest logit.
+graph in bf16 1.6x faster than onnxruntime fp32 on v3-XXS and v3-S, but slower on v3-0.5 (measured on an
+AVX512-BF16 CPU), so `precision="auto"` measures both once per model, size, CPU and versions and caches the choice
+(`bf16.py`); "fp32" is the onnxruntime path exactly, "bf16" forces OpenVINO bf16. A bf16 graph is checked against
+eager within `BF16_TOLERANCE` of the largest logit.
 """
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..layers import fuse
+from . import bf16
+from .api import _image_size, default_image_size, export
 from .job import Run
+from .onnx import open_onnx
 
 log = logging.getLogger(__name__)
 Backend = Literal["onnxruntime", "inductor", "eager"]
@@ -78,7 +81,6 @@ def optimize(model: nn.Module, *, backend: Backend = "onnxruntime", image_size: 
         raise UserError(f"unknown optimize precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if precision != "auto" and backend != "onnxruntime" and precision != "fp32":
         raise UserError(f"precision={precision!r} is for the onnxruntime backend; {backend} runs float32")
-    from .api import _image_size, default_image_size
     size = _image_size(image_size if image_size is not None else default_image_size(model))
     tuple_out = getattr(model, "identity", None) is not None and model.identity.task == "detection"
     identity = getattr(model, "identity", None)
@@ -96,9 +98,6 @@ def optimize(model: nn.Module, *, backend: Backend = "onnxruntime", image_size: 
 def _onnx_run(model: nn.Module, size: tuple[int, int], threads: int | None, precision: str) -> tuple[Run, str]:
     """The package's ONNX export (BatchNorm folded, dynamic batch, checked against eager) in onnxruntime fp32, or
     the same graph in OpenVINO bf16 where `precision` asks for it or "auto" measured it faster; (run, backend)."""
-    from . import bf16
-    from .api import export
-    from .onnx import open_onnx
     threads = threads or torch.get_num_threads()
     want_bf16 = precision == "bf16" or (precision == "auto" and bf16.available())
     if precision == "bf16" and not bf16.available():

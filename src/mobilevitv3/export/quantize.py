@@ -1,4 +1,4 @@
-"""Post-training static INT8 quantization (issue 11): `quantize(model, fmt, out, calibration=images)`.
+"""Post-training static INT8 quantization: `quantize(model, fmt, out, calibration=images)`.
 
 ONNX: the package's one ONNX export (BatchNorm folded), then onnxruntime.quantization's `quant_pre_process` and
 `quantize_static` in QDQ form: weights int8 symmetric per output channel, activations uint8 asymmetric (onnxruntime's
@@ -35,9 +35,14 @@ from .api import (
     _require,
     _staged,
     deploy_metadata,
+    export,
     size_on_disk,
 )
+from .edge import open_executorch
 from .job import flatten, package_version
+from .onnx import open_onnx, set_metadata
+from .openvino import open_openvino, quantize_ir
+from .pt2e import calibrated_int8, convert_qat, write_pte
 
 log = logging.getLogger(__name__)
 
@@ -185,8 +190,6 @@ def quantize_qat(model: nn.Module, out: str | os.PathLike, *, check_images: Sequ
     quantization (no calibration). Checked against the fake-quant graph itself on `check_images` (default: random
     images at its size)."""
     check_format("executorch")
-    from .edge import open_executorch
-    from .pt2e import convert_qat, write_pte
     size = model.image_size
     images = torch.rand(CHECK_IMAGES, 3, *size, generator=torch.Generator().manual_seed(0)) \
         if check_images is None else _calibration_batch(check_images, size)[:CHECK_IMAGES]
@@ -244,9 +247,6 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from .api import export
-    from .onnx import open_onnx, set_metadata
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
         # static batch 1: with a symbolic batch the 3-D linears stay MatMul + Add, which quantize as two ops and
@@ -278,8 +278,6 @@ def _onnx_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra:
 
 def _openvino_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra: dict[str, str], *,
                    max_drop: float | None, validation: list[tuple[Tensor, int]] | None):
-    from .api import export
-    from .openvino import open_openvino, quantize_ir
     size = tuple(images.shape[-2:])
     if validation is not None:   # validation images at the graph's size, like the calibration ones
         validation = [(x if tuple(x.shape[-2:]) == size else
@@ -296,8 +294,6 @@ def _openvino_int8(model: nn.Module, path: Path, images: Tensor, method: str, ex
 # ---- ExecuTorch ---------------------------------------------------------------------------------------------------
 
 def _executorch_int8(model: nn.Module, path: Path, images: Tensor, method: str, extra: dict[str, str]):
-    from .edge import open_executorch
-    from .pt2e import calibrated_int8, write_pte
     example = images[:1]
     graph = calibrated_int8(model, (x[None] for x in images), example)
     meta = deploy_metadata(model, tuple(images.shape[-2:]), 0, torch.float32, False)

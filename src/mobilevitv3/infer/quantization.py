@@ -12,7 +12,8 @@ from typing import Literal
 
 from ..errors import UserError
 from ..export.api import FORMATS
-from ..export.quantize import MIN_CALIBRATION, check_format, quantize
+from ..export.pt2e import QATModel
+from ..export.quantize import MIN_CALIBRATION, check_format, quantize, quantize_qat
 from ..models import model_from_identity
 from ..models.registry import described
 from ..tasks import EvalSettings, evaluated_identity
@@ -61,8 +62,6 @@ def _check_output(fmt: str, out: str | os.PathLike) -> None:
 
 def _quantize_qat(file: Weights, *, fmt: str, out: str, calib: str | None) -> dict:
     """A QAT checkpoint -> its INT8 .pte, from the trained fake-quant ranges (no calibration)."""
-    from ..export.pt2e import QATModel
-    from ..export.quantize import quantize_qat
     if fmt != "executorch":
         raise UserError(f"{file.path} is a quantization-aware-trained checkpoint (PT2E fake quantization for "
                         f"XNNPACK): quantize it with --format executorch; for {fmt}, quantize the float checkpoint")

@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UserError
-from ..export import open_exported
+from ..errors import UserError, existing_file
+from ..export import FORMATS, open_exported
 from ..models import model_from_identity
 from ..models.identity import Identified
 
 log = logging.getLogger(__name__)
-RUNTIME_PACKAGES = {".onnx": "onnxruntime", ".pte": "executorch", ".xml": "openvino"}   # suffix: runtime
+RUNTIME_PACKAGES = {spec.suffix: spec.runtime for spec in FORMATS.values() if spec.runtime}   # suffix: runtime
 RUNTIME_SUFFIXES = tuple(RUNTIME_PACKAGES)
 
 
@@ -78,9 +78,7 @@ class RuntimeModel(Identified, nn.Module):
 
 def load_runtime_model(path: str | Path, *, threads: int | None = None) -> RuntimeModel:
     """A `.onnx`, `.pte` or OpenVINO `.xml` file written by this package's export or quantize, as an eval-mode model."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}")
+    path = existing_file(path)
     if path.suffix not in RUNTIME_SUFFIXES:
         raise UserError(f"{path}: not an exported model (expected {' or '.join(RUNTIME_SUFFIXES)})")
     module = RUNTIME_PACKAGES[path.suffix]

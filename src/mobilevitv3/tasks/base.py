@@ -15,8 +15,9 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 
 class Task:
-    """Base class of a task. Subclass it in `mobilevitv3/tasks/<name>.py`, set `name`, `main_metric` and
-    `higher_is_better`, and export the instance (or class) as `TASK`; `get_task(name)` imports it lazily.
+    """Base class of a task. Subclass it in `mobilevitv3/tasks/<name>.py` as
+    `class Segmentation(Task, name="segmentation", main_metric="miou")` (`higher_is_better` defaults to True), and
+    export the instance (or class) as `TASK`; `get_task(name)` imports it lazily.
 
     The contract, in the order the engine uses it:
 
@@ -83,6 +84,12 @@ class Task:
     main_metric: str = "loss"
     higher_is_better: bool = False
     find_unused_parameters: bool = False
+
+    def __init_subclass__(cls, *, name: str = "", main_metric: str = "loss", higher_is_better: bool = True,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if name:   # a subclass of a task without its own name keeps its parent's
+            cls.name, cls.main_metric, cls.higher_is_better = name, main_metric, higher_is_better
 
     def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
         raise NotImplementedError

@@ -35,11 +35,7 @@ class Collate:
         return images, targets, skipped
 
 
-class Classification(Task):
-    name = "classification"
-    main_metric = "top1"
-    higher_is_better = True
-
+class Classification(Task, name="classification", main_metric="top1"):
     def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
         pipe = pipeline(cfg, model)
         if cfg.data == "digits":

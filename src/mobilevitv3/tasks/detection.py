@@ -21,8 +21,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from ..data.classes import class_names, coco_category_ids
 from ..data.coco import CocoBoxes
-from ..data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransform
-from ..data.official_det_aug import OfficialDetEvalTransform
+from ..data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransform, OfficialDetEvalTransform
 from ..data.scenes import SceneBoxes, is_scenes, scene_spec
 from ..errors import UserError
 from .base import Task
@@ -42,11 +41,7 @@ from .metrics import COCO_STATS, coco_map, coco_results
 DISPLAY_SCORE = 0.3     # `predict` lists and draws detections at least this confident
 
 
-class Detection(Task):
-    name = "detection"
-    main_metric = "map"
-    higher_is_better = True
-
+class Detection(Task, name="detection", main_metric="map"):
     def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
         aug = DetAugment.from_options(cfg.task_options)
         inp = dense_input(cfg, model)
@@ -62,8 +57,9 @@ class Detection(Task):
         if not train and model.num_classes != len(val.class_names):
             raise UserError(f"{model.name} predicts {model.num_classes} classes (with background) but "
                             f"{val.ann_file} has {len(val.class_names) - 1} categories")
-        train_set = boxes("train", DetTrainTransform(aug, hflip=cfg.hflip, family=family, **inp.kwargs()),
-                          train=True) if train else None
+        train_set = boxes("train", DetTrainTransform(
+            family, hflip=cfg.hflip, photometric=aug.photometric, crop=aug.iou_crop, min_scale=aug.crop_min_scale,
+            flip_channels=flip), train=True) if train else None
         for ds in (val, train_set):
             if ds is not None:
                 ds.num_classes, ds.classes = len(ds.class_names), list(ds.class_names)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2.functional import to_pil_image
 from torchvision.utils import draw_segmentation_masks
 
 from ..data.ade20k import ADE20K, ade20k_segmentation
@@ -60,11 +61,7 @@ def masked_cross_entropy(logits: Tensor, target: Tensor, *, balance: float = 0.0
     return loss / valid.sum().clamp(min=1)
 
 
-class Segmentation(Task):
-    name = "segmentation"
-    main_metric = "miou"
-    higher_is_better = True
-
+class Segmentation(Task, name="segmentation", main_metric="miou"):
     def build_datasets(self, cfg: Any, model: nn.Module, *, train: bool = True) -> tuple[Dataset | None, Dataset]:
         kind = dataset_kind(cfg, model)
         fmt, make = DATASETS[kind]
@@ -191,7 +188,6 @@ def resize_labels(label_map: Tensor, size: tuple[int, int]) -> Tensor:
 
 def overlay(image: Tensor, labels: Tensor, num_classes: int, *, skip_background: bool, alpha: float = 0.5):
     """The label map blended over the uint8 image, one palette colour per class, as a PIL image."""
-    from torchvision.transforms.v2.functional import to_pil_image
     present = [c for c in labels.unique().tolist() if not (skip_background and c == 0)]
     if not present:
         return to_pil_image(image)

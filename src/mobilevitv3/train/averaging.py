@@ -117,7 +117,8 @@ def average_state_dicts(states: Sequence[Mapping[str, Tensor]]) -> dict[str, Ten
 def official_ema_update(ema: Mapping[str, Tensor], model: Mapping[str, Tensor], momentum: float) -> None:
     """ema <- ema * (1 - m) + m * model over every state-dict entry, computed in the entry's dtype as the official
     code does (float32 rounds both coefficients: their sum is 1 - 2.3e-8 at m = 0.0005); integer buffers are
-    computed in float and truncated toward zero."""
+    computed in float and truncated toward zero. Not `torch.optim.swa_utils`' EMA: it lerps (one rounding, the
+    exact 1 - m): the official EMA checksum (sum ~7e3) drifts ~1.6e-4 a step from a lerp's (training.md §11)."""
     for key, target in ema.items():
         value = model[key].detach()
         if target.is_floating_point():

@@ -26,7 +26,7 @@ FORMAT = 3   # 2: `identity` (what model the file holds), `rng`, `data_fingerpri
 class Progress:
     epoch: int = 0          # epoch in progress, 0-based
     step: int = 0           # batches done in it
-    iteration: int = 0      # optimiser steps since the start (drives the warm-up)
+    iteration: int = 0      # the lr counter since the start (optim.advances_counter: v1 batches, v2 steps)
     best: float | None = None
 
 

@@ -3,7 +3,8 @@
 Schedule (both official code bases, training.md §3): linear warm-up from `warmup_init_lr` to `lr` over
 `warmup_iterations`, then cosine *per epoch*, `min + (max - min) * (1 + cos(pi * epoch / epochs)) / 2`, constant
 within an epoch (min_lr is never reached). Each parameter group may carry `lr_multiplier` (a v1 segmentation head
-trains at 10x), applied before the 8-decimal rounding. Accumulation rules of §8: `is_step_boundary`.
+trains at 10x), applied before the 8-decimal rounding. Accumulation rules of §8: `is_step_boundary`; what the
+counter counts (§3): `advances_counter`.
 """
 from __future__ import annotations
 
@@ -64,10 +65,10 @@ def group_lrs(lr: float, multipliers: Sequence[float]) -> list[float]:
     return [round(max(0.0, lr) * m, 8) for m in multipliers]
 
 
-def schedule_counter(family: Literal["v1", "v2"], *, micro_batches: int, optimizer_steps: int) -> int:
-    """The counter the warm-up reads: v1 advances it per micro-batch, v2 per optimiser step (equal without
-    accumulation, as in every recipe)."""
-    return micro_batches if family == "v1" else optimizer_steps
+def advances_counter(family: str, *, boundary: bool) -> bool:
+    """Whether the lr counter (the warm-up's `iteration`) advances after a batch: v1 counts every micro-batch, v2
+    every optimiser step, i.e. batches at an accumulation boundary (equal without accumulation, as in every recipe)."""
+    return boundary or family == "v1"
 
 
 def is_step_boundary(batch_index: int, accum_freq: int) -> bool:
@@ -78,17 +79,11 @@ def is_step_boundary(batch_index: int, accum_freq: int) -> bool:
 
 
 class LRSchedule:
-    """lr(iteration, epoch) of the official recipes. `iteration` counts optimiser steps since the start."""
+    """lr(iteration, epoch) of the official recipes. `iteration` is the counter of `advances_counter`, global
+    across epochs from 0."""
 
     def __init__(self, cfg: TrainConfig) -> None:
         self.cfg = cfg
-
-    def __call__(self, iteration: int, epoch: int) -> float:
-        c = self.cfg
-        lr = official_lr(iteration, epoch, max_lr=c.lr, min_lr=c.min_lr, epochs=c.epochs,
-                         warmup_iterations=c.warmup_iterations, warmup_init_lr=c.warmup_init_lr,
-                         scheduler=c.scheduler)
-        return group_lrs(lr, [1.0])[0]
 
     def apply(self, optimizer: torch.optim.Optimizer, iteration: int, epoch: int) -> float:
         """Set every group's lr (its `lr_multiplier` applied before the rounding); returns the base lr."""

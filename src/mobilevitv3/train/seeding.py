@@ -19,12 +19,9 @@ MASK = 2**63 - 1
 
 
 def mix(*parts: int) -> int:
-    """A 63-bit seed from integers (splitmix64-style mixing: nearby inputs give unrelated seeds)."""
-    h = 0x9E3779B97F4A7C15
-    for p in parts:
-        h = (h ^ (p & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & MASK
+    """A 63-bit seed from non-negative integers: NumPy's `SeedSequence` hashes them, so nearby inputs (consecutive
+    steps or samples) give unrelated seeds."""
+    return int(np.random.SeedSequence(parts).generate_state(1, np.uint64)[0]) & MASK
 
 
 @contextmanager

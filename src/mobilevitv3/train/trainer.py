@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from ..errors import UserError
+from ..export.pt2e import QATModel
 from ..hub import save_run
 from ..models import create_model, identity_record
 from ..tasks import evaluated_identity, get_task
@@ -31,7 +32,7 @@ from .checkpoints import Progress
 from .config import TrainConfig
 from .ema import ModelEMA
 from .loaders import Loaders, batch_len, build_loaders
-from .optim import LRSchedule, build_optimizer, is_step_boundary, param_groups
+from .optim import LRSchedule, advances_counter, build_optimizer, is_step_boundary, param_groups
 from .run_folder import RunFolder, check_resume, check_shared, fingerprint, write_owner
 from .runlog import MetricsLog, plot_curves, read_config, write_config
 from .seeding import mix, rng_state, set_rng_state
@@ -65,6 +66,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, ctx: distributed.Dist) -> None:
         self.ctx, self.out = ctx, Path(cfg.out)
         self.cfg, self.model, self.loaders = self._build(cfg)
+        self.family = self.model.identity.family   # the official rules that differ by family (lr counter, files)
         self.amp_dtype = _amp(self.cfg, ctx.device)
         # QAT keeps no EMA: the fake-quant observers' buffers change shape on the first batch (per-channel ranges)
         # and an average of quantization ranges is not a range the converted model could use
@@ -108,7 +110,6 @@ class Trainer:
         self.data_fingerprint = fingerprint(train_set, val_set)
         family = model.identity.family           # the official sampler of the family (loaders)
         if cfg.qat:   # fake-quantized PT2E graph (export/pt2e.py); `quantize` converts its checkpoint to INT8
-            from ..export.pt2e import QATModel
             model = QATModel(model, (cfg.image_size, cfg.image_size))
         model.to(self.ctx.device)
         if cfg.channels_last:
@@ -247,6 +248,8 @@ class Trainer:
                 self.scaler.scale(loss).backward()   # official: micro-batch gradients summed, not averaged
             if boundary:
                 self._optimizer_step()
+            if advances_counter(self.family, boundary=boundary):
+                p.iteration += 1
             p.step, steps, images = p.step + 1, steps + 1, images + batch_len(batch)
             for k, v in {"train_loss": float(loss.detach()), **stats}.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -274,7 +277,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
             self.ema.update(self.model)
-        self.progress.iteration += 1
 
     def _non_finite(self, loss: torch.Tensor) -> Exception:
         last = self.out / "last.pt"
@@ -341,7 +343,7 @@ class Trainer:
         """checkpoint[_ema]_best.pt, the k-best pools and checkpoint[_ema]_avg.pt, raw and EMA streams apart."""
         if not self.cfg.k_best_checkpoints:
             return
-        family = self.model.identity.family
+        family = self.family
         # (metric, higher is better, decimals, scale to the official units: mIoU and mAP in percent)
         key, higher, decimals, scale = getattr(self.task, "official_selection", lambda f: (
             self.task.main_metric, self.task.higher_is_better, 4, 1.0))(family)

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, existing_file
 
 IDENTITY_KEY = "mobilevitv3.identity"     # safetensors metadata key holding the identity as JSON
 
@@ -39,12 +39,7 @@ class Weights:
 
 
 def check_file(path: str | os.PathLike, what: str = "weights file") -> Path:
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{what} {path} is a folder, not a file")
-    if not path.is_file():
-        raise CheckpointError(f"{what} not found: {path}")
-    return path
+    return existing_file(path, what, error=CheckpointError)
 
 
 EXPORTED = {".onnx": "an ONNX model", ".pte": "an ExecuTorch program", ".tflite": "a TFLite model",
