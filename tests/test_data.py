@@ -12,9 +12,9 @@ from mobilevitv3 import create_model
 from mobilevitv3.data.classification import digits, image_folder
 from mobilevitv3.data.images import try_read_rgb
 from mobilevitv3.data.sampler import MultiScaleBatchSampler, scale_plan
-from mobilevitv3.layers import make_divisible
 from mobilevitv3.data.transforms import eval_transform, pipeline
 from mobilevitv3.errors import UserError
+from mobilevitv3.layers import make_divisible
 from mobilevitv3.tasks import get_task
 from mobilevitv3.train.config import TrainConfig
 

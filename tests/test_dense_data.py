@@ -11,7 +11,7 @@ from torchvision import tv_tensors
 from dense_data import make_ade20k, make_coco, make_voc, read_coco_json, write_coco_json
 from mobilevitv3.data.ade20k import ade20k_segmentation
 from mobilevitv3.data.coco import CocoBoxes
-from mobilevitv3.data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransform
+from mobilevitv3.data.det_transforms import DetEvalTransform, DetTrainTransform
 from mobilevitv3.data.masks import DatasetError
 from mobilevitv3.data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform, to_model_input
 from mobilevitv3.data.voc import voc_segmentation

@@ -93,7 +93,14 @@ def test_unknown_recipe_field_or_flag_value_is_a_clear_error(tmp_path):
 
 
 def test_lr_warms_up_per_iteration_then_cosine_per_epoch():
-    s = LRSchedule(TrainConfig(lr=0.002, min_lr=0.0002, warmup_iterations=3000, warmup_init_lr=0.0002, epochs=300))
+    schedule = LRSchedule(TrainConfig(lr=0.002, min_lr=0.0002, warmup_iterations=3000, warmup_init_lr=0.0002,
+                                      epochs=300))
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+
+    def s(iteration: int, epoch: int) -> float:   # the lr the trainer sets before a batch
+        lr = schedule.apply(optimizer, iteration, epoch)
+        assert optimizer.param_groups[0]["lr"] == lr
+        return lr
     assert s(0, 0) == 0.0002 and s(1500, 0) == pytest.approx(0.0011)
     assert s(3000, 10) == s(9000, 10) == round(0.0002 + 0.0009 * (1 + math.cos(math.pi * 10 / 300)), 8)
     assert s(10 ** 6, 299) > 0.0002 and s(10 ** 6, 150) == pytest.approx(0.0011)

@@ -1,5 +1,6 @@
-"""The v1 family's OpenCV image pipeline (training.md §6, §9, §10): BGR uint8 (`images.read_bgr`), resize with `INTER_LINEAR`
-(2x2 taps at any scale: no antialias), crop with floor division, to a [0, 1] float tensor in the stored order.
+"""The v1 family's OpenCV image pipeline (training.md §6, §9, §10): BGR uint8 (`images.read_bgr`), resize with
+`INTER_LINEAR` (2x2 taps at any scale: no antialias), crop with floor division, to a [0, 1] float tensor in the
+stored order.
 
 Evaluation: shorter side -> 288 (long side truncated), centre crop 256. Training: the torchvision random resized
 crop algorithm with the official ratio bounds (3/4, 4/3 rounded to 3 decimals), the crop resized to the sampler's

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-from importlib.metadata import version
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
