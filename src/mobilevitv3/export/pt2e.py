@@ -24,8 +24,8 @@ from ..models.identity import Identified
 from .calibration import percentile_observer
 from .edge import lower_to_pte
 from .edge_graph import edge_friendly
-from .layer_groups import FLOAT_GROUPS, module_path, pattern
 from .job import package_version
+from .layer_groups import FLOAT_GROUPS, module_path, pattern
 
 
 def _quantizer(*, qat: bool, method: str = "percentile",
