@@ -4,7 +4,9 @@
 #   bash benchmarks/cpu.sh [OUT_DIR] [STEP ...]     (default benchmarks/results/cpu-YYYY-MM-DD; all steps)
 # Steps: main (the main job, bash scripts/main.sh), timm (ours vs timm, eager NCHW / channels-last and onnxruntime),
 # cli (CLI vs plain script), paths (fastest fp32 path candidates), zoo (every classifier, eager / optimized / int8,
-# with the FLOP limit), scaling (input size, batch, attention share), int8 (benchmarks/quantization.py).
+# with the FLOP limit), scaling (input size, batch, attention share), int8 (benchmarks/quantization.py),
+# int8groups (INT8 latency per layer group kept float, per runtime: docs/export.md "INT8 layer groups"; not in the
+# default steps: it lowers ~40 ExecuTorch programs, about an hour).
 # ~60 minutes on the project's 2-core VM. Each step writes its JSON (and Markdown) into OUT_DIR; its stderr (logs and
 # progress bars, not results) to runs/bench-logs/STEP.log, outside the results.
 set -euo pipefail
@@ -57,6 +59,10 @@ for step in $STEPS; do
         for run in runs/scenes-seg runs/scenes-det; do [ -f "$run/best.pt" ] && dense+=("$run/best.pt"); done
         $PY benchmarks/quantization.py --rounds 3 --iters 30 --threads 2 ${dense[@]:+--dense "${dense[@]}"} \
             --out "$OUT/quantization" > /dev/null 2> "$LOG/quantization.log" ;;
+    int8groups)
+        $PY benchmarks/quantization.py --groups ort ov et --models mobilevitv3_xxs mobilevitv3_050 mobilevitv3_s \
+            mobilevitv3_100 --rounds 5 --iters 30 --threads 2 --out "$OUT/quantization_groups" \
+            > /dev/null 2> "$LOG/quantization_groups.log" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
     esac
 done

@@ -3,6 +3,8 @@
     python benchmarks/quantization.py [--runs XXS_RUN 050_RUN] [--rounds 5] [--iters 30] [--threads 2]
         [--models mobilevitv3_xxs mobilevitv3_050 mobilevitv3_s] [--no-executorch] [--no-accuracy] [--no-speed]
         [--dense SEG_CKPT DET_CKPT] [--out benchmarks/quantization]
+    python benchmarks/quantization.py --groups ort ov et --models mobilevitv3_xxs mobilevitv3_050 mobilevitv3_s \
+        mobilevitv3_100 --rounds 5 --iters 30 --threads 2 --out benchmarks/quantization_groups
 
 - Accuracy: digits classifiers v3-XXS and v3-0.5 (trained here with the digits main job, 12 epochs, unless run
   folders are given), fp32 vs INT8 top-1 on the digits val split with the user's own commands (`quantize` with 256
@@ -15,6 +17,11 @@
   `--iters` runs after 10 warm-up runs), the files of one model in alternating order over `--rounds` rounds; and
   the same at 1 thread as CPU time of the computing thread (`cpu_ms`), a proxy that other processes' load on a
   shared machine does not inflate.
+- Layer groups (`--groups RUNTIME...`, issue 20): per model and runtime (ort: onnxruntime, ov: OpenVINO, et:
+  ExecuTorch-XNNPACK), the float file(s) (OpenVINO: f32 and bf16), the INT8 file with the runtime's float groups
+  (layer_groups.FLOAT_GROUPS), with every group quantized, and with each layer group kept float in addition
+  (`+group`) or quantized in addition (`-group`), all timed in alternating rounds (random fixture-free weights:
+  latency only). The table is docs/export.md's "INT8 layer groups"; FLOAT_GROUPS is chosen from it.
 Writes OUT.json and OUT.md; the load average is recorded before and after.
 """
 from __future__ import annotations
@@ -40,8 +47,12 @@ SIZE = 256
 # ---- timing worker: `python quantization.py --time FILE --threads T --iters N` ----------------------------------
 def time_file(path: str, threads: int, iters: int) -> dict:
     from mobilevitv3.export import open_exported
+    from mobilevitv3.export.openvino import open_openvino
     x = torch.from_numpy(np.random.default_rng(0).random((1, 3, SIZE, SIZE), dtype=np.float32))
-    opened = open_exported(path, threads=threads)   # the package's one adapter of the file's runtime
+    path, _, precision = path.partition("#")        # FILE#bf16: an OpenVINO IR run in bf16
+    # the package's one adapter of the file's runtime
+    opened = open_openvino(path, threads=threads, precision=precision) if precision else \
+        open_exported(path, threads=threads)
     run = lambda: opened.run(x)  # noqa: E731
     for _ in range(10):
         run()
@@ -105,6 +116,49 @@ def build_files(name: str, tmp: Path, executorch: bool) -> tuple[dict[str, str],
         ref = model(held_out)
     snr = {k: round(snr_db(ref, outputs(p, held_out)), 2) for k, p in files.items()}
     return {k: str(p) for k, p in files.items()}, snr
+
+
+# ---- layer groups kept float, per runtime ---------------------------------------------------------------------------
+GROUP_FORMATS = {"ort": ("onnx", "onnx"), "ov": ("openvino", "xml"), "et": ("executorch", "pte")}
+
+
+def group_files(name: str, runtime: str, tmp: Path) -> dict[str, str]:
+    """The float file(s) and the INT8 variants of one model in one runtime (see the module docstring)."""
+    from mobilevitv3 import create_model
+    from mobilevitv3.export import export
+    from mobilevitv3.export.layer_groups import FLOAT_GROUPS, GROUPS
+    from mobilevitv3.export.quantize import quantize
+    fmt, suffix = GROUP_FORMATS[runtime]
+    model = create_model(name).eval()
+    calib = list(torch.rand(32, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
+    files = {f"{runtime} fp32": tmp / f"{name}.{runtime}.fp32.{suffix}"}
+    export(model, fmt, files[f"{runtime} fp32"], image_size=SIZE, fuse=True)
+    default = FLOAT_GROUPS[fmt]
+    variants = {"int8": default, "int8 all": ()} | {
+        f"int8 {'-' if g in default else '+'}{g}": tuple(x for x in default if x != g) if g in default
+        else (*default, g) for g in GROUPS}
+    for label, groups in variants.items():
+        path = tmp / f"{name}.{runtime}.{label.replace(' ', '_').replace('+', 'p').replace('-', 'm')}.{suffix}"
+        quantize(model, fmt, path, calibration=calib, verify=False, float_groups=groups, compare_speed=False)
+        files[f"{runtime} {label}"] = path
+    named = {k: str(v) for k, v in files.items()}
+    if runtime == "ov":
+        named["ov bf16"] = f"{files['ov fp32']}#bf16"
+    return named
+
+
+def group_table(report: dict) -> list[str]:
+    lines = ["", f"INT8 layer groups: {SIZE}x{SIZE}, batch 1, random weights, median ms over rounds (ratio to the "
+             "runtime's best float path)", ""]
+    for name, timings in report["groups"].items():
+        lines += [f"{name}:", "", "| file | ms | vs best float |", "| --- | --- | --- |"]
+        for runtime in GROUP_FORMATS:
+            rows = {k: v["median_ms"] for k, v in timings.items() if k.startswith(runtime + " ")}
+            floats = [v for k, v in rows.items() if "int8" not in k]
+            for key, ms in rows.items():
+                lines.append(f"| {key} | {ms:.2f} | {ms / min(floats):.2f}x |")
+        lines.append("")
+    return lines
 
 
 # ---- accuracy on digits through the CLI ---------------------------------------------------------------------------
@@ -183,6 +237,8 @@ def markdown(report: dict) -> str:
                          + " |")
     for key, title in (("latency", f"{env['threads']}-thread wall ms"), ("cpu_ms", "1-thread CPU ms")):
         lines += speed_table(report, key, title)
+    if report.get("groups"):
+        lines += group_table(report)
     return "\n".join(lines) + "\n"
 
 
@@ -231,6 +287,8 @@ def main() -> None:
     p.add_argument("--no-executorch", dest="executorch", action="store_false")
     p.add_argument("--no-accuracy", dest="accuracy", action="store_false")
     p.add_argument("--no-speed", dest="speed", action="store_false")
+    p.add_argument("--groups", nargs="+", choices=tuple(GROUP_FORMATS), default=[],
+                   help="time the INT8 layer-group variants in these runtimes (and nothing else)")
     p.add_argument("--out", type=Path, default=HERE / "quantization")
     args = p.parse_args()
     if args.time:
@@ -240,6 +298,12 @@ def main() -> None:
     report = {"environment": environment(args.threads, list(os.getloadavg())), "accuracy": {}, "speed": {}}
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
+        if args.groups:
+            args.accuracy, args.speed, args.dense = False, False, []
+        for name in args.models if args.groups else []:
+            files = {k: v for rt in args.groups for k, v in group_files(name, rt, tmp).items()}
+            report.setdefault("groups", {})[name] = timed_rounds(files, args.threads, args.iters, args.rounds)
+            print(name, report["groups"][name], file=sys.stderr, flush=True)
         if args.accuracy:
             for name, run in zip(("mobilevitv3_xxs", "mobilevitv3_050"), args.runs or (None, None)):
                 report["accuracy"][name] = digits_accuracy(name, run, tmp, args.executorch)

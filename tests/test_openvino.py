@@ -98,6 +98,32 @@ def test_cli_openvino_int8_evaluates_within_the_bound(digits_run, tmp_path, caps
     assert fp32["top1"] - int8["top1"] <= (max_drop if max_drop is not None else 1.0)
 
 
+def test_openvino_int8_maps_method_onto_nncf_range_estimators(tmp_path, capsys):
+    """`--method percentile` is NNCF's MEAN_QUANTILE preset (the default: NNCF's own MEAN_MINMAX), the float groups
+    asked for stay float (no FakeQuantize feeds the stem's conv), and the file is timed against OpenVINO's float."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    from mobilevitv3.export.quantize import quantize
+    model = create_model("mobilevitv3_xxs", num_classes=10).eval()
+    images = list(torch.rand(8, 3, SMALL, SMALL, generator=torch.Generator().manual_seed(0)))
+    report = quantize(model, "openvino", tmp_path / "q.xml", calibration=images, method="percentile",
+                      float_groups=("stem",), verify=False)     # random weights: the graph is what is checked
+    assert report["calibration_method"] == "percentile" and "MEAN_QUANTILE" in report["exporter"]
+    assert report["speed"]["float_path"] in ("OpenVINO bf16", "OpenVINO fp32") and report["speed"]["int8_ms"] > 0
+    ops = {op.get_friendly_name(): op for op in ov.Core().read_model(str(tmp_path / "q.xml")).get_ops()}
+    convs = [n for n, op in ops.items() if op.get_type_name() == "Convolution"]
+    stem = [n for n in convs if "/stem/" in n]
+    quantized = {n for n in convs if any(i.get_source_output().get_node().get_type_name() == "FakeQuantize"
+                                         for i in ops[n].inputs())}
+    assert stem and not quantized & set(stem) and len(quantized) > len(convs) // 2
+    out = tmp_path / "m.xml"
+    assert main(["quantize", "mobilevitv3_xxs", "--calib", "digits", "--format", "openvino", "--method", "entropy",
+                 "-o", str(out)]) == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if "quantize: error:" in ln]  # not import chatter
+    assert len(errors) == 1 and "--method entropy is onnxruntime's" in errors[0] and not out.exists()
+
+
 def test_max_drop_is_refused_where_it_cannot_be_measured(tmp_path, capsys):
     out = tmp_path / "m.onnx"
     capsys.readouterr()

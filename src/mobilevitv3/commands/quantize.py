@@ -1,8 +1,9 @@
 """`mobilevitv3 quantize CHECKPOINT|NAME [--weights W] --calib DATA [--calib-images N] --format FORMAT -o OUT
-[--max-drop POINTS [--val DATA]]`, FORMAT one of onnx, executorch, openvino:
+[--method percentile|minmax|entropy] [--max-drop POINTS [--val DATA]]`, FORMAT one of onnx, executorch, openvino:
 post-training static INT8 (per-channel symmetric weights, activations calibrated on N images of DATA read through
 the model's own evaluation transform); the file is checked in its runtime (logit SNR against the float model) before
-it is kept. `eval`/`predict` take the written file in place of a checkpoint."""
+it is kept, then timed against the runtime's float path (one warning line where INT8 is the slower there).
+`eval`/`predict` take the written file in place of a checkpoint."""
 import argparse
 
 from .eval import add_model_arguments
@@ -19,8 +20,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-images", type=int, default=256, metavar="N", help="calibration images (default 256)")
     p.add_argument("--format", required=True, metavar="FORMAT", help=f"one of {', '.join(FORMAT_NAMES)}")
     p.add_argument("-o", "--output", required=True, help="output file (.onnx / .pte / .xml)")
-    p.add_argument("--method", default="minmax", help="ONNX activation calibration: minmax (default), percentile "
-                   "(measured more accurate on trained models) or entropy; ExecuTorch: minmax")
+    p.add_argument("--method", default=None, choices=("percentile", "minmax", "entropy"),
+                   help="activation calibration. onnx and executorch: percentile (default: the 99.999th percentile "
+                        "of |x|, measured more accurate than minmax; a tensor whose range is degenerate falls back to "
+                        "its min/max), minmax, or entropy (onnx only). openvino: NNCF's default (mean of per-image "
+                        "min/max) unless percentile (NNCF MEAN_QUANTILE) or minmax (NNCF MINMAX) is given")
     p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
                    help="openvino, classifiers: the largest top-1 drop allowed on the validation data; NNCF keeps the "
                         "layers that cost most in float until the measured drop is within it")

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .job import Job, Opened, package_version
+from .layer_groups import FLOAT_GROUPS, GROUPS, check_groups
 from .onnx import write_onnx
 
 RT_INFO_KEY = "mobilevitv3"
@@ -80,29 +81,47 @@ def open_openvino(path: str | Path, *, threads: int | None = None, precision: st
 # attention's element-wise ops out of int8, measured faster than the default scheme on v3-XXS (4.33 vs 5.22 ms),
 # v3-S (9.00 vs 10.45) and v3-1.0 (9.77 vs 10.95) on a VNNI CPU.
 
+# Activation ranges: NNCF's own default for per-tensor activations is the mean over the calibration images of each
+# image's min and max (RangeEstimatorParametersSet.MEAN_MINMAX): already an outlier-damping statistic, kept as the
+# default. `--method` maps onto its presets: minmax -> MINMAX (global min/max), percentile -> MEAN_QUANTILE (the mean
+# of each image's 1e-4 / 1 - 1e-4 quantiles). NNCF has no entropy calibration.
+RANGE_ESTIMATORS = {None: "MEAN_MINMAX", "minmax": "MINMAX", "percentile": "MEAN_QUANTILE"}
+
+
 def quantize_ir(source: Path, path: Path, images: torch.Tensor, metadata: dict[str, str], *,
-                validation: list[tuple[torch.Tensor, int]] | None = None, max_drop: float | None = None) -> str:
-    """Quantize the float IR at `source` to an INT8 IR at `path` (calibrated on `images` [N, 3, H, W], one per call);
-    with `max_drop` (top-1 points on `validation`), NNCF's accuracy-controlled mode returns layers to float, most
-    harmful first, until the measured drop is within it. Returns a description of what was done."""
+                validation: list[tuple[torch.Tensor, int]] | None = None, max_drop: float | None = None,
+                method: str | None = None, float_groups: tuple[str, ...] = FLOAT_GROUPS["openvino"]) -> str:
+    """Quantize the float IR at `source` to an INT8 IR at `path` (calibrated on `images` [N, 3, H, W], one per call,
+    activation ranges by `RANGE_ESTIMATORS[method]`, ops in `float_groups` left float); with `max_drop` (top-1
+    points on `validation`), NNCF's accuracy-controlled mode returns layers to float, most harmful first, until the
+    measured drop is within it. Returns a description of what was done."""
     import nncf
     import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
     model = ov.Core().read_model(str(source))
     calibration = nncf.Dataset([x[None].numpy() for x in images])
+    estimator = RANGE_ESTIMATORS[method]
+    advanced = None if method is None else AdvancedQuantizationParameters(   # None: NNCF's defaults exactly
+        activations_range_estimator_params=getattr(RangeEstimatorParametersSet, estimator))
     common = {"model_type": nncf.ModelType.TRANSFORMER, "preset": nncf.QuantizationPreset.MIXED,
               "subset_size": len(images)}
+    if float_groups:   # NNCF matches a pattern from the start of an op's name (the ONNX node names, kept)
+        patterns = [f".*(?:{GROUPS[g]})" for g in check_groups(float_groups)]
+        common["ignored_scope"] = nncf.IgnoredScope(patterns=patterns, validate=False)
     # NNCF draws its progress bars on stdout, where the CLI prints its JSON report: they go to stderr
     with contextlib.redirect_stdout(sys.stderr):
         if max_drop is None:
-            quantized = nncf.quantize(model, calibration, **common)
+            quantized = nncf.quantize(model, calibration, advanced_parameters=advanced, **common)
         else:
             samples = nncf.Dataset(validation, lambda item: item[0][None].numpy())
             quantized = nncf.quantize_with_accuracy_control(model, calibration, samples, _top1, max_drop=max_drop,
-                                                            drop_type=nncf.DropType.ABSOLUTE, **common)
-    how = "NNCF PTQ (transformer model type, mixed preset)"
+                                                            drop_type=nncf.DropType.ABSOLUTE,
+                                                            advanced_quantization_parameters=advanced, **common)
+    how = f"NNCF PTQ (transformer model type, mixed preset, {estimator} activation ranges)"
     if max_drop is not None:
-        how = (f"NNCF accuracy-controlled PTQ (transformer model type, mixed preset), top-1 drop <= {max_drop} "
-               f"on {len(validation)} validation images")
+        how = (f"NNCF accuracy-controlled PTQ (transformer model type, mixed preset, {estimator} activation "
+               f"ranges), top-1 drop <= {max_drop} on {len(validation)} validation images")
     set_metadata(quantized, metadata | {"precision": "int8", "quantization": f"{package_version('nncf')} {how}, "
                                         f"{len(images)} calibration images"})
     ov.save_model(quantized, str(path), compress_to_fp16=False)

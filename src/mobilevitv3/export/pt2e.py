@@ -1,14 +1,17 @@
 """PT2E INT8 for ExecuTorch: the XNNPACK quantizer on the edge-friendly graph, post-training or quantization-aware.
 
-Weights int8 symmetric per output channel, activations int8 (per tensor, min/max-observed), exactly what
-XNNPACK's QS8 kernels take. The graph is `edge_graph.edge_friendly(model)`: one XNNPACK partition instead of 50. The
-quantizer annotates convs, linears, adds, muls and concats; sigmoid (SiLU), bmm and softmax have FP32-only XNNPACK
-kernels, so the attention core and SiLU run in float inside the delegate (measured: docs/export.md).
+Weights int8 symmetric per output channel, activations int8 per tensor (percentile-observed by default, see
+`calibration.py`; min/max on request), exactly what XNNPACK's QS8 kernels take. The graph is
+`edge_graph.edge_friendly(model)`: one XNNPACK partition instead of 50. The quantizer annotates convs, linears,
+adds, muls and concats; sigmoid (SiLU), bmm and softmax have FP32-only XNNPACK kernels, so the attention core and
+SiLU run in float inside the delegate (measured: docs/export.md).
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import re
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,14 +21,18 @@ from torch import Tensor, nn
 
 from ..layers import fuse
 from ..models.identity import Identified
+from .calibration import percentile_observer
 from .edge import lower_to_pte
 from .edge_graph import edge_friendly
 from .job import package_version
+from .layer_groups import FLOAT_GROUPS, module_path, pattern
 
 
-def _quantizer(*, qat: bool):
-    """XNNPACK's symmetric per-channel config; post-training with min/max activation observers (its default
-    histogram observers cost ~3 s per 64x64 image on this CPU for no measured accuracy gain, docs/export.md)."""
+def _quantizer(*, qat: bool, method: str = "percentile",
+               float_groups: tuple[str, ...] = FLOAT_GROUPS["executorch"]):
+    """XNNPACK's symmetric per-channel config; post-training with percentile (or min/max) activation observers
+    (its default HistogramObserver costs ~3 s per 64x64 image on this CPU, docs/export.md; the percentile observer
+    is one histc per tensor). Ops in `float_groups` (layer_groups.GROUPS) stay float."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -33,31 +40,32 @@ def _quantizer(*, qat: bool):
     from torchao.quantization.pt2e import MinMaxObserver
     config = get_symmetric_quantization_config(is_per_channel=True, is_qat=qat)
     if not qat:
-        act = dataclasses.replace(config.input_activation,
-                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2 ** -12))
+        observer = (percentile_observer() if method == "percentile" else MinMaxObserver).with_args(eps=2 ** -12)
+        act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=observer)
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
 
     class Quantizer(XNNPACKQuantizer):   # executorch 1.5.1's cat annotator ignores the filter: drop the pattern
         SUPPORTED_PATTERNS = [p for p in XNNPACKQuantizer.SUPPORTED_PATTERNS if p.name != "cat"]
-    return Quantizer().set_global(config).set_filter_function(_quantizable)
+    keep = functools.partial(_quantizable, groups=pattern(float_groups))
+    return Quantizer().set_global(config).set_filter_function(keep)
 
 
 FLOAT_MODULES = ("MeanLayerNorm", "MeanGroupNorm", "BmmAttention", "GridLinearAttention")
 
 
-def _quantizable(node: torch.fx.Node) -> bool:
-    """The stem (most sensitive, see quantize.float_nodes) and the ops written directly in the norms and the
-    attention core stay float (their projections, child modules, are quantized): a quantized variance or
-    softmax-weighted sum costs accuracy, and under QAT the fake-quantized
+def _quantizable(node: torch.fx.Node, *, groups: re.Pattern | None) -> bool:
+    """Ops in the float `groups` (the stem by default: most sensitive, see quantize.float_nodes) and the ops written
+    directly in the norms and the attention core stay float (their projections, child modules, are quantized): a
+    quantized variance or softmax-weighted sum costs accuracy, and under QAT the fake-quantized
     variance turned eval-mode outputs into NaN. `cat` stays float too: XNNPACK's annotation gives a concat's inputs
     the output's scale, and the v3 fusion concatenates the local features with a global branch of a far larger
     range (untrained: 0.0006 vs 4.5), which rounded the local features to one value."""
     stack = node.meta.get("nn_module_stack") or {}
     if not stack:
         return True
-    if any("stem" in path.split(".") for path, _ in stack.values()):   # the stem: as in the ONNX recipe
+    path, kind = list(stack.values())[-1]
+    if groups is not None and groups.search(module_path(path)):
         return False
-    _, kind = list(stack.values())[-1]
     name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
     return not name.endswith(FLOAT_MODULES)
 
@@ -68,15 +76,22 @@ def _captured(model: nn.Module, example: Tensor) -> torch.fx.GraphModule:
         return torch.export.export(model, (example,), strict=False).module()
 
 
-def calibrated_int8(model: nn.Module, calibration: Iterable[Tensor], example: Tensor) -> torch.fx.GraphModule:
+def calibrated_int8(model: nn.Module, calibration: Iterable[Tensor], example: Tensor, *, method: str = "percentile",
+                    float_groups: tuple[str, ...] = FLOAT_GROUPS["executorch"]) -> torch.fx.GraphModule:
     """Post-training quantization: fold BatchNorm, swap in the edge-friendly modules, observe `calibration`
-    batches ([B, 3, H, W] at the example's size), convert to a Q/DQ graph."""
+    batches ([B, 3, H, W] at the example's size) with `method` observers, convert to a Q/DQ graph. The graph's
+    `meta["minmax_fallback_tensors"]` counts the activations whose range was degenerate (percentile: min/max)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-    prepared = prepare_pt2e(_captured(fuse(edge_friendly(model)), example), _quantizer(qat=False))
+    quantizer = _quantizer(qat=False, method=method, float_groups=float_groups)
+    prepared = prepare_pt2e(_captured(fuse(edge_friendly(model)), example), quantizer)
     with torch.no_grad():
         for batch in calibration:
             prepared(batch)
-    return convert_pt2e(prepared)
+    observer = percentile_observer()
+    fallbacks = sum(m.is_degenerate() for m in prepared.modules() if isinstance(m, observer))
+    graph = convert_pt2e(prepared)
+    graph.meta["minmax_fallback_tensors"] = fallbacks
+    return graph
 
 
 def prepare_qat(model: nn.Module, example: Tensor) -> torch.fx.GraphModule:

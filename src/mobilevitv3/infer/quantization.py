@@ -13,7 +13,7 @@ from typing import Literal
 from ..errors import UserError
 from ..export.api import FORMATS
 from ..export.pt2e import QATModel
-from ..export.quantize import MIN_CALIBRATION, check_format, quantize, quantize_qat
+from ..export.quantize import MIN_CALIBRATION, check_format, check_method, quantize, quantize_qat
 from ..models import model_from_identity
 from ..models.registry import described
 from ..tasks import EvalSettings, evaluated_identity
@@ -26,13 +26,14 @@ MAX_VALIDATION = 2000      # labelled images accuracy control measures on (it ru
 
 
 def quantize_from(source: str, *, weights: str | None = None, calib: str | None, calib_images: int = 256, fmt: str,
-                  out: str, method: str = "minmax", num_classes: int | None = None,
+                  out: str, method: str | None = None, num_classes: int | None = None,
                   copy: Literal["model", "ema"] | None = None, image_size: int | None = None,
                   max_drop: float | None = None, val: str | None = None) -> dict:
     """INT8 `fmt` file of a checkpoint (or NAME + weights, or a bare NAME: random weights) calibrated on
     `calib_images` images of `calib`; `image_size`: a square evaluation (and graph) size other than the model's;
     `max_drop` (OpenVINO, classifiers): the top-1 drop allowed on `val` (default: `calib`), through NNCF."""
     check_format(fmt, max_drop)   # a format or runtime package problem is reported before any model or data work
+    check_method(fmt, method)
     _check_output(fmt, out)
     if is_runtime_file(source):
         raise UserError(f"{Path(source).name} is already an exported model: quantize its checkpoint")
