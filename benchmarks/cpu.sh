@@ -3,10 +3,11 @@
 # running: it waits for the 1-minute load average to drop below 1.0 before each step and records it).
 #   bash benchmarks/cpu.sh [OUT_DIR] [STEP ...]     (default benchmarks/results/cpu-YYYY-MM-DD; all steps)
 # Steps: main (the main job, bash scripts/main.sh), timm (ours vs timm, eager NCHW / channels-last and onnxruntime),
-# cli (CLI vs plain script), paths (fastest fp32 path candidates), zoo (every classifier, eager / optimized / int8,
-# with the FLOP limit), scaling (input size, batch, attention share), int8 (benchmarks/quantization.py),
-# int8groups (INT8 latency per layer group kept float, per runtime: docs/export.md "INT8 layer groups"; not in the
-# default steps: it lowers ~40 ExecuTorch programs, about an hour).
+# cli (CLI vs plain script), paths (fastest fp32 path candidates), zoo (every classifier, eager / optimized / int8
+# / openvino-bf16 where the CPU has bf16: batch-1 latency with the FLOP limit, batch-32 throughput), scaling (input
+# size, batch, attention share), int8 (benchmarks/quantization.py), int8groups (INT8 latency per layer group kept
+# float, per runtime: docs/export.md "INT8 layer groups"; not in the default steps: it lowers ~40 ExecuTorch
+# programs, about an hour).
 # ~60 minutes on the project's 2-core VM. Each step writes its JSON (and Markdown) into OUT_DIR; its stderr (logs and
 # progress bars, not results) to runs/bench-logs/STEP.log, outside the results.
 set -euo pipefail
@@ -49,7 +50,7 @@ for step in $STEPS; do
         $PY benchmarks/fast_paths.py --models mobilevitv3_xxs mobilevitv3_050 --threads 2 --runs 100 \
             --out "$OUT/fast_paths.json" > "$OUT/fast_paths.md" 2> "$LOG/fast_paths.log" ;;
     zoo)
-        $PY benchmarks/zoo_latency.py --threads 2 --runs 50 --out "$OUT/zoo_latency" \
+        $PY benchmarks/zoo_latency.py --threads 2 --runs 50 --batch 32 --throughput-runs 5 --out "$OUT/zoo_latency" \
             > /dev/null 2> "$LOG/zoo_latency.log" ;;
     scaling)
         $PY benchmarks/scaling.py --models mobilevitv3_xxs mobilevitv3_s mobilevitv3_050 mobilevitv3_100 \

@@ -114,6 +114,69 @@ def test_benchmark_unknown_runtime_is_a_user_error():
         benchmark(["mobilevitv3_xxs"], BenchConfig(runtimes=("tensorrt",)))
 
 
+# ---- the zoo figure: batch-1 latency and batch throughput per runtime (bench/zoo.py) -----------------------------
+@pytest.fixture(scope="module")
+def zoo_report():
+    pytest.importorskip("onnxruntime")
+    from mobilevitv3.bench import zoo
+    return zoo.speed(["mobilevitv3_xxs"], runtimes=["eager", "int8"], threads=1, runs=2, batch=4,
+                     throughput_runs=2, image_size=64)
+
+
+def test_zoo_speed_times_latency_and_throughput_of_every_runtime(zoo_report):
+    assert zoo_report["config"]["throughput_batch"] == 4 and zoo_report["config"]["batch_size"] == 1
+    (row,) = zoo_report["results"]
+    assert set(row["runtimes"]) == {"ours/eager", "ours/int8"}
+    for stats in row["runtimes"].values():
+        assert stats["runs"] == 2 and stats["latency_ms_median"] > 0 and stats["throughput_img_s"] > 0
+    assert row["runtimes"]["ours/int8"]["graph_batch"] == "static"       # the INT8 ONNX file: batch 1
+    assert "graph_batch" not in row["runtimes"]["ours/eager"]
+
+
+def test_zoo_speed_table_gives_latency_and_throughput_columns(zoo_report):
+    from mobilevitv3.bench.zoo import speed_table
+    lines = speed_table(zoo_report).splitlines()
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert header[5:] == ["eager ms (x FLOP limit)", "eager img/s @4", "int8 ms (x FLOP limit)", "int8 img/s @4"]
+    cells = [c.strip() for c in lines[4].strip("|").split("|")]
+    stats = zoo_report["results"][0]["runtimes"]
+    assert cells[0] == "mobilevitv3_xxs" and cells[1] == "70.98"                    # the reported top-1
+    assert cells[5].startswith(f"{stats['ours/eager']['latency_ms_median']:.1f} (")
+    assert cells[6] == f"{stats['ours/eager']['throughput_img_s']:.0f}"
+    assert cells[8] == f"{stats['ours/int8']['throughput_img_s']:.0f}*"             # run image by image
+
+
+def test_zoo_chart_has_a_latency_and_a_throughput_panel(zoo_report, tmp_path):
+    from matplotlib.image import imread
+
+    from mobilevitv3.bench.chart import accuracy_chart
+    from mobilevitv3.bench.zoo import speed_series
+    latency, throughput = (speed_series(zoo_report, m) for m in ("latency_ms_median", "throughput_img_s"))
+    stats = zoo_report["results"][0]["runtimes"]
+    assert throughput["ours int8"] == [("mobilevitv3_xxs", stats["ours/int8"]["throughput_img_s"], 70.98)]
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    accuracy_chart({"latency": latency}, str(one), title="t")
+    accuracy_chart({"latency": latency, "throughput": throughput}, str(two), title="t")
+    (h1, w1), (h2, w2) = imread(one).shape[:2], imread(two).shape[:2]
+    assert h1 == h2 and w2 > 1.8 * w1                                                 # a second panel beside
+
+
+def test_a_fixed_batch_graph_runs_a_larger_batch_in_slices():
+    import torch
+
+    from mobilevitv3.bench.runtimes import _in_slices
+    seen = []
+
+    def run(x):
+        seen.append(len(x))
+        return [x.sum(dim=(1, 2, 3)), x[:, :1]]
+    x = torch.rand(6, 3, 4, 4)
+    out = _in_slices(run, 2)(x)
+    assert seen == [2, 2, 2] and torch.allclose(out[0], x.sum(dim=(1, 2, 3))) and torch.equal(out[1], x[:, :1])
+    with pytest.raises(UserError, match="batches of 2"):
+        _in_slices(run, 2)(x[:5])
+
+
 # ---- the trainer's thread policy (train/distributed.py) ------------------------------------------------------------
 @pytest.mark.parametrize("busy, expected", [(0.0, 2), (0.3, 2), (0.7, 1), (1.9, 1), (None, 2)])
 def test_default_threads_takes_the_cores_other_processes_leave_idle(monkeypatch, busy, expected):

@@ -1,7 +1,8 @@
 """Charts of benchmark reports (matplotlib `Figure` with its own Agg canvas: no pyplot, no global state).
 
 `chart`: median latency against parameters, one series per implementation/runtime of a `bench` report.
-`accuracy_chart`: the paper's kind of figure, reported ImageNet top-1 against our measured latency.
+`accuracy_chart`: the paper's kind of figure, reported ImageNet top-1 against our measured latency (and
+throughput, a panel each).
 `line_chart`: a small grid of latency curves (scaling with input size or batch).
 """
 from __future__ import annotations
@@ -86,28 +87,34 @@ def _line_of(short: str) -> str:
     return FAMILY_LINES[1][0] if short.startswith("v2") else FAMILY_LINES[0][0]
 
 
-def accuracy_chart(series: dict[str, list[tuple[str, float, float]]], path: str, *, title: str) -> None:
-    """Reported top-1 (%) against measured latency (ms): `series` maps a runtime label to (name, ms, top-1) points;
-    points of one family are joined in order of latency, as in the papers' accuracy-vs-cost figures."""
-    fig, (ax,) = _figure((8, 6.5))
-    for i, (label, points) in enumerate(series.items()):
-        for family, style, marker in FAMILY_LINES:
-            pts = sorted((ms, top1, n) for n, ms, top1 in points if _line_of(short_name(n)) == family)
-            if not pts:
-                continue
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, color=f"C{i}",
-                    label=f"{label}: {family}", markersize=5)
-            if i == 0:
-                for ms, top1, n in pts:
-                    ax.annotate(short_name(n), (ms, top1), fontsize=6, xytext=(3, -8), textcoords="offset points")
-    ax.set(xscale="log", xlabel="measured latency (ms, log scale)", ylabel="ImageNet-1k top-1 (%, reported)",
-           title=title)
-    _plain_ticks(ax, "x")
-    ax.tick_params(axis="x", which="minor", labelsize=6)
-    ax.title.set_fontsize(8)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))   # below: points stay visible
+def accuracy_chart(panels: dict[str, dict[str, list[tuple[str, float, float]]]], path: str, *, title: str) -> None:
+    """Reported top-1 (%) against measured speed, one panel per x-axis label in `panels` (batch-1 latency in ms,
+    throughput in images/s, ...), each mapping a runtime label to (name, x, top-1) points; points of one family
+    are joined in order of x, as in the papers' accuracy-vs-cost figures; x on a log scale."""
+    fig, axes = _figure((1 + 7 * len(panels), 6.5), panels=len(panels))
+    for p, (ax, (xlabel, series)) in enumerate(zip(axes, panels.items())):
+        for i, (label, points) in enumerate(series.items()):
+            _family_lines(ax, label, points, f"C{i}", annotate=i == 0)
+        ax.set(xscale="log", xlabel=xlabel, ylabel="ImageNet-1k top-1 (%, reported)" if p == 0 else None)
+        _plain_ticks(ax, "x")
+        ax.tick_params(axis="x", which="minor", labelsize=6)
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle(title, fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, ncol=3 if len(panels) == 1 else 4, loc="outside lower center")
     _save(fig, path)
+
+
+def _family_lines(ax, label: str, points: list[tuple[str, float, float]], color: str, *, annotate: bool) -> None:
+    for family, style, marker in FAMILY_LINES:
+        pts = sorted((x, top1, n) for n, x, top1 in points if _line_of(short_name(n)) == family)
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker=marker, color=color,
+                label=f"{label}: {family}", markersize=5)
+        if annotate:
+            for x, top1, n in pts:
+                ax.annotate(short_name(n), (x, top1), fontsize=6, xytext=(3, -8), textcoords="offset points")
 
 
 def line_chart(panels: dict[str, dict[str, list[tuple[float, float]]]], path: str, *, xlabel: str,

@@ -117,8 +117,11 @@ def build(spec: Spec) -> Built:
         from ..layers import fuse
         model = fuse(model)
     if spec.runtime in ("onnxruntime", "executorch", "int8", "openvino", "openvino-bf16"):
-        run, version = _exported(model, spec)
-        return Built(_cached(lambda b: _image(spec, b).cpu(), run), train, params, version, False)
+        run, version, graph_batch = _exported(model, spec)
+        if graph_batch == "static":   # a fixed-batch file runs a larger batch in slices, as `eval` runs it
+            run = _in_slices(run, 1 if spec.runtime == "int8" else spec.batch_sizes[0])
+        return Built(_cached(lambda b: _image(spec, b).cpu(), run), train, params, version, False,
+                     {"graph_batch": graph_batch})
     model = model.to(spec.device)
     if spec.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -156,9 +159,20 @@ def _train_step(model: nn.Module, spec: Spec) -> Callable[[int], Callable[[], ob
     return _cached(lambda b: _image(spec, max(2, b)), step)  # train-mode BatchNorm needs two samples
 
 
-def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[Tensor], object], str]:
+def _in_slices(run: Callable[[Tensor], list[Tensor]], size: int) -> Callable[[Tensor], list[Tensor]]:
+    """`run` of a graph with a fixed batch `size` over any multiple of it (the quantized ONNX file: batch 1)."""
+    def sliced(x: Tensor) -> list[Tensor]:
+        if len(x) == size:
+            return run(x)
+        if len(x) % size:
+            raise UserError(f"this graph takes batches of {size}; {len(x)} is not a multiple")
+        return [torch.cat(parts) for parts in zip(*(run(x[i:i + size]) for i in range(0, len(x), size)))]
+    return sliced
+
+
+def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[Tensor], list[Tensor]], str, str]:
     """The model exported through the package's export path, opened by the runtime's one adapter
-    (`export.open_exported`); (run(x), runtime version).
+    (`export.open_exported`); (run(x), runtime version, the graph's batch: "dynamic" or "static").
 
     Ours goes through `export()` (the user's route, checked against eager); timm's model has no identity, so it goes
     through the same writer (`export.onnx.write_onnx` / `export.edge.write_executorch`) with the same settings."""
@@ -183,7 +197,8 @@ def _exported(model: nn.Module, spec: Spec) -> tuple[Callable[[Tensor], object],
             opened = open_openvino(path, threads=spec.threads, precision="bf16")
         else:
             opened = open_exported(path, threads=spec.threads)   # the runtime's pool: one thread per core otherwise
-        return opened.run, opened.runtime
+        batch = opened.metadata.get("batch") or ("dynamic" if _batch(spec)["dynamic_batch"] else "static")
+        return opened.run, opened.runtime, batch
 
 
 def _batch(spec: Spec) -> dict:

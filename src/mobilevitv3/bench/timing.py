@@ -149,6 +149,9 @@ def run_pool(specs: list[Spec], cfg: BenchConfig, loads: list[float]) -> dict[st
         stats = {w.label: {"params": setup[w.label]["params"], "threads": setup[w.label]["threads"],
                            "runtime_version": setup[w.label]["runtime_version"], "pid": setup[w.label]["pid"],
                            "setup_s": round(setup[w.label]["setup_s"], 2)} for w in workers}
+        for w in workers:   # an exported file of fixed batch: its throughput batch ran in slices of that batch
+            if "graph_batch" in setup[w.label]:
+                stats[w.label]["graph_batch"] = setup[w.label]["graph_batch"]
         for label, times in rounds(workers, "infer", cfg.batch_size, cfg.warmup, cfg.runs, cfg.chunk,
                                    loads).items():
             stats[label].update(latency_stats(times, cfg.batch_size))

@@ -1,10 +1,15 @@
-"""Model-zoo summaries behind `mobilevitv3 list` and `mobilevitv3 ablation`: counted, never copied."""
+"""Model-zoo summaries: counts behind `mobilevitv3 list` and `mobilevitv3 ablation` (counted, never copied), and the
+speed of every classifier beside its reported top-1 (`speed`, `speed_table`, `speed_series`; the papers'
+accuracy-vs-cost figure, drawn by `chart.accuracy_chart`)."""
 from __future__ import annotations
+
+import importlib.util
 
 from ..models import ABLATION, create_model, list_models
 from ..models.backbone import MobileViT
 from ..models.config import PAPER
 from .counting import official_macs, param_count, true_macs
+from .timing import BenchConfig, benchmark
 
 # ImageNet-1k top-1 (%) of the released checkpoints at 256x256, as reported -- never measured here (no ImageNet):
 # MobileViTv3: the official MobileViTv3 README (micronDLA/MobileViTv3); MobileViTv1 and v2: the ml-cvnets model zoo
@@ -51,3 +56,69 @@ def table(rows: list[dict]) -> str:
         macs = f"{r['macs'] / 1e6:>10.3f} {r['true_macs'] / 1e6:>10.1f}"
         lines.append(f"{r['name']:44s} {r['params']:>11,d} {macs}  {rep}")
     return "\n".join(lines)
+
+
+def zoo_runtimes() -> list[str]:
+    """The series of the zoo figure on this machine: eager as created, the library's `optimized` path, the INT8
+    ONNX file in onnxruntime and, where the CPU has native bf16 and OpenVINO is installed, OpenVINO bf16."""
+    from ..export import bf16
+    runtimes = ["eager", "optimized"]
+    if importlib.util.find_spec("onnxruntime") is not None:
+        runtimes.append("int8")
+    if bf16.available():
+        runtimes.append("openvino-bf16")
+    return runtimes
+
+
+def speed(names: list[str], *, runtimes: list[str], threads: int = 2, runs: int = 50, batch: int = 32,
+          throughput_runs: int = 5, image_size: int = 256) -> dict:
+    """Batch-1 latency (`runs` calls, against the FLOP limit) and, with `batch` > 0, throughput at that batch of
+    every model in every runtime: the `bench.timing.benchmark` report."""
+    cfg = BenchConfig(runtimes=tuple(runtimes), threads=threads, runs=runs, warmup=5, chunk=5, train=False,
+                      flop_limit=True, image_size=image_size, throughput_batch=batch,
+                      throughput_runs=throughput_runs)
+    return benchmark(names, cfg)
+
+
+def speed_series(report: dict, metric: str) -> dict[str, list[tuple[str, float, float]]]:
+    """(name, `metric` of the runtime, reported top-1) per runtime of a `speed` report, for the models with a
+    reported top-1; metric "latency_ms_median" or "throughput_img_s"."""
+    series: dict[str, list[tuple[str, float, float]]] = {}
+    for runtime in report["config"]["runtimes"]:
+        series[f"ours {runtime}"] = [(r["name"], stats[metric], REPORTED_TOP1[r["name"]])
+                                     for r in report["results"] if r["name"] in REPORTED_TOP1
+                                     and (stats := r["runtimes"].get(f"ours/{runtime}")) and stats.get(metric)]
+    return series
+
+
+def _cells(stats: dict | None, with_throughput: bool) -> list[str]:
+    if not stats:
+        return ["--", "--"] if with_throughput else ["--"]
+    cells = [f"{stats['latency_ms_median']:.1f} ({stats['vs_flop_limit']:.1f}x)" if "vs_flop_limit" in stats
+             else f"{stats['latency_ms_median']:.1f}"]
+    if with_throughput:
+        sliced = "*" if stats.get("graph_batch") == "static" else ""
+        cells.append(f"{stats['throughput_img_s']:.0f}{sliced}")
+    return cells
+
+
+def speed_table(report: dict) -> str:
+    """A `speed` report as Markdown: per runtime, batch-1 median latency (ms, x the FLOP limit) and, when measured,
+    the throughput batch's images/s (`*`: a fixed-batch-1 file, the batch run image by image)."""
+    cfg, env = report["config"], report["environment"]
+    runtimes, batch = cfg["runtimes"], cfg["throughput_batch"]
+    head = [f"{r} ms (x FLOP limit)" for r in runtimes]
+    if batch:
+        head = [h for r, h in zip(runtimes, head) for h in (h, f"{r} img/s @{batch}")]
+    lines = [f"{env['cpu']}, {env['threads']} threads, SGEMM {env['sgemm_gflops']:.0f} GFLOP/s, {env['date']}, "
+             f"load {env['loadavg_before'][0]} before, max {env['loadavg_during_max']} during; batch-1 latency"
+             + (f", batch-{batch} throughput" if batch else "") + f", {cfg['image_size']}x{cfg['image_size']}, fp32 "
+             "input", "",
+             "| model | top-1 (reported) | params | true MACs | FLOP limit ms | " + " | ".join(head) + " |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(head)]
+    for row in report["results"]:
+        cells = [c for r in runtimes for c in _cells(row["runtimes"].get(f"ours/{r}"), bool(batch))]
+        top1 = REPORTED_TOP1.get(row["name"])
+        lines.append(f"| {row['name']} | {top1 if top1 else '--'} | {row['params'] / 1e6:.2f}M | "
+                     f"{row['macs_true'] / 1e6:.0f}M | {row['flop_limit_ms']:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -4,6 +4,8 @@ lowering (float export here, INT8 in pt2e.py). Each runtime package is imported 
 from __future__ import annotations
 
 import json
+import logging
+import operator
 import platform
 import re
 from pathlib import Path
@@ -14,6 +16,7 @@ from torch import Tensor
 from .edge_graph import edge_friendly
 from .job import Job, Opened, dynamic_shapes, package_version, torch_export
 
+log = logging.getLogger(__name__)
 METADATA_METHOD = "mobilevitv3_metadata"   # a constant method of the program: the metadata JSON as uint8 bytes
 
 
@@ -85,12 +88,39 @@ def write_executorch(job: Job, path: Path) -> None:
 
 def lower_to_pte(program: torch.export.ExportedProgram, path: Path, metadata: dict[str, str]) -> None:
     """Lower an exported (float or quantized) program to XNNPACK and write the .pte, `metadata` as a constant
-    method that `open_executorch` reads back."""
+    method that `open_executorch` reads back. Ops left to the portable runtime are logged (a warning: each one
+    splits the graph and runs unoptimised)."""
+    lowered = lower_xnnpack(program, metadata)
+    partitions, outside = delegation(lowered)
+    if outside:
+        log.warning("ExecuTorch: %d op(s) outside the XNNPACK delegate (%d partitions): %s", len(outside),
+                    partitions, ", ".join(sorted(set(outside))))
+    else:
+        log.info("ExecuTorch: the whole graph runs in XNNPACK (%d partition)", partitions)
+    path.write_bytes(lowered.to_executorch().buffer)
+
+
+def lower_xnnpack(program: torch.export.ExportedProgram, metadata: dict[str, str] | None = None):
+    """The program lowered with the XNNPACK partitioner (an executorch `EdgeProgramManager`)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
-                                          constant_methods=_metadata_method(metadata))
-    path.write_bytes(lowered.to_executorch().buffer)
+    return to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()],
+                                       constant_methods=None if metadata is None else _metadata_method(metadata))
+
+
+def delegation(lowered) -> tuple[int, list[str]]:
+    """(XNNPACK partitions, the ops outside them, one name per node) of a lowered program: (1, []) when XNNPACK
+    runs the whole graph."""
+    partitions, outside = 0, []
+    for node in lowered.exported_program().graph.nodes:
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        name = getattr(node.target, "__name__", str(node.target))
+        if "executorch_call_delegate" in name:
+            partitions += 1
+        else:
+            outside.append(name)
+    return partitions, outside
 
 
 def _metadata_method(metadata: dict[str, str]) -> dict[str, Tensor]:
