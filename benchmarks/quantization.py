@@ -122,8 +122,9 @@ def build_files(name: str, tmp: Path, executorch: bool) -> tuple[dict[str, str],
 GROUP_FORMATS = {"ort": ("onnx", "onnx"), "ov": ("openvino", "xml"), "et": ("executorch", "pte")}
 
 
-def group_files(name: str, runtime: str, tmp: Path) -> dict[str, str]:
-    """The float file(s) and the INT8 variants of one model in one runtime (see the module docstring)."""
+def group_files(name: str, runtime: str, tmp: Path, every_variant: bool = True) -> dict[str, str]:
+    """The float file(s) and the INT8 variants of one model in one runtime (see the module docstring); without
+    `every_variant`, the default INT8 file alone (the float paths against what `quantize` writes)."""
     from mobilevitv3 import create_model
     from mobilevitv3.export import export
     from mobilevitv3.export.layer_groups import FLOAT_GROUPS, GROUPS
@@ -134,9 +135,11 @@ def group_files(name: str, runtime: str, tmp: Path) -> dict[str, str]:
     files = {f"{runtime} fp32": tmp / f"{name}.{runtime}.fp32.{suffix}"}
     export(model, fmt, files[f"{runtime} fp32"], image_size=SIZE, fuse=True)
     default = FLOAT_GROUPS[fmt]
-    variants = {"int8": default, "int8 all": ()} | {
-        f"int8 {'-' if g in default else '+'}{g}": tuple(x for x in default if x != g) if g in default
-        else (*default, g) for g in GROUPS}
+    variants = {"int8": default}
+    if every_variant:
+        variants |= {"int8 all": ()} | {
+            f"int8 {'-' if g in default else '+'}{g}": tuple(x for x in default if x != g) if g in default
+            else (*default, g) for g in GROUPS}
     for label, groups in variants.items():
         path = tmp / f"{name}.{runtime}.{label.replace(' ', '_').replace('+', 'p').replace('-', 'm')}.{suffix}"
         quantize(model, fmt, path, calibration=calib, verify=False, float_groups=groups, compare_speed=False)
@@ -289,6 +292,8 @@ def main() -> None:
     p.add_argument("--no-speed", dest="speed", action="store_false")
     p.add_argument("--groups", nargs="+", choices=tuple(GROUP_FORMATS), default=[],
                    help="time the INT8 layer-group variants in these runtimes (and nothing else)")
+    p.add_argument("--default-groups-only", action="store_true",
+                   help="with --groups: only the float paths and the default INT8 file of each runtime")
     p.add_argument("--out", type=Path, default=HERE / "quantization")
     args = p.parse_args()
     if args.time:
@@ -301,7 +306,8 @@ def main() -> None:
         if args.groups:
             args.accuracy, args.speed, args.dense = False, False, []
         for name in args.models if args.groups else []:
-            files = {k: v for rt in args.groups for k, v in group_files(name, rt, tmp).items()}
+            every = not args.default_groups_only
+            files = {k: v for rt in args.groups for k, v in group_files(name, rt, tmp, every).items()}
             report.setdefault("groups", {})[name] = timed_rounds(files, args.threads, args.iters, args.rounds)
             print(name, report["groups"][name], file=sys.stderr, flush=True)
         if args.accuracy:
