@@ -68,10 +68,11 @@ FORMATS = {
     "tflite": Format(".tflite", (("litert_torch", "litert-torch>=0.10.0"), ("ai_edge_litert", "ai-edge-litert")),
                      fp16=False, dynamic_batch=False),  # litert-torch 0.10 cannot lower symbolic reshapes
     # OpenVINO IR from the ONNX export; float32 only (its CPU plugin picks bf16 at run time, see export/openvino.py)
-    # OpenVINO's CPU kernels in f32 are not PyTorch's: 1.1e-3 of the logit scale measured on a digits-trained
-    # v3-XXS (4.7e-3 at max |logit| 4.35; 3e-7 with random weights), so its check allows 3e-3.
+    # OpenVINO's CPU kernels in f32 are not PyTorch's: up to 7e-3 of the logit scale measured on digits-trained
+    # v3-XXS models at 64x64 (0.021 at max |logit| 3.0, the same with EXECUTION_MODE_HINT ACCURACY; the ONNX file it
+    # is converted from: 3e-6 in onnxruntime), so its check allows 1e-2.
     "openvino": Format(".xml", (("openvino", "openvino"), ("onnx", "onnx"), ("onnxscript", "onnxscript")),
-                       dynamic_size=True, fp16=False, companions=(".bin",), tolerance=3e-3, runtime="openvino"),
+                       dynamic_size=True, fp16=False, companions=(".bin",), tolerance=1e-2, runtime="openvino"),
 }
 BACKENDS = {   # per format: its writer and its one runtime adapter (every caller opens a file through these)
     "onnx": Backend(onnx.write_onnx, onnx.open_onnx),
