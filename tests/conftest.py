@@ -34,3 +34,13 @@ def digits_run(tmp_path_factory):
                  "--threads", "1", "--workers", "0", "--warmup-iterations", "10", "--ema", "false",
                  "--data", "digits", "--out", str(out)]) == 0
     return out / "best.pt"
+
+
+def cli_eval(path, capsys, data: str = "digits") -> dict:
+    """`mobilevitv3 eval PATH --data DATA` in-process, as a user runs it: its JSON report (exit 0 asserted)."""
+    import json
+
+    from mobilevitv3.cli import main
+    capsys.readouterr()
+    assert main(["eval", str(path), "--data", data, "--workers", "0"]) == 0
+    return json.loads(capsys.readouterr().out)

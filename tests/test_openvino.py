@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from conftest import cli_eval
 from mobilevitv3 import UserError, create_model
 from mobilevitv3.cli import main
 from mobilevitv3.export import ExportError, export, open_exported
@@ -45,11 +46,7 @@ def test_cli_openvino_export_evaluates_to_the_checkpoint_top1(digits_run, tmp_pa
     ir = tmp_path / "xxs.xml"
     assert main(["export", str(digits_run), "--format", "openvino", "-o", str(ir), "--dynamic-batch",
                  "--fuse"]) == 0   # at the size the run evaluated at (recorded in the checkpoint)
-    capsys.readouterr()
-    assert main(["eval", str(digits_run), "--data", "digits", "--workers", "0"]) == 0
-    eager = _json(capsys)
-    assert main(["eval", str(ir), "--data", "digits", "--workers", "0"]) == 0
-    ov = _json(capsys)
+    eager, ov = cli_eval(digits_run, capsys), cli_eval(ir, capsys)
     assert eager["top1"] > 80 and ov["images"] == eager["images"] == 360
     assert ov["top1"] == eager["top1"]
     assert main(["predict", str(ir), str(tmp_path / "none.png")]) == 2   # a missing image is still one line

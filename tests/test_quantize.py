@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import cli_eval
 from mobilevitv3 import UserError, create_model
 from mobilevitv3.cli import main
 from mobilevitv3.export.edge_graph import edge_friendly
@@ -41,11 +43,7 @@ def digits_int8(digits_run, tmp_path_factory) -> Path:
 
 # ---- ONNX: accuracy through the user's own eval command ---------------------------------------------------------
 def test_quantize_onnx_digits_top1_matches_float(digits_run, digits_int8, capsys):
-    capsys.readouterr()
-    assert main(["eval", str(digits_run), "--data", "digits", "--workers", "0"]) == 0
-    fp32 = _json(capsys)
-    assert main(["eval", str(digits_int8), "--data", "digits", "--workers", "0"]) == 0
-    int8 = _json(capsys)
+    fp32, int8 = cli_eval(digits_run, capsys), cli_eval(digits_int8, capsys)
     assert fp32["top1"] > 80 and int8["images"] == fp32["images"] == 360
     assert abs(int8["top1"] - fp32["top1"]) <= 1.0      # <= 3 of 360 images flip (target: 0.5, BENCHMARKS.md)
 
@@ -171,10 +169,20 @@ def test_quantize_format_without_int8_is_one_line(fmt, tmp_path, capsys):
            "cannot hold an INT8 model")
 
 
-def test_quantize_too_few_calibration_images_is_one_line(tmp_path, capsys):
-    out = tmp_path / "m.onnx"
-    _fails(["quantize", "mobilevitv3_xxs", "--calib", "digits", "--calib-images", "3", "--format", "onnx",
-            "-o", str(out)], out, capsys, "at least 8")
+@pytest.mark.parametrize("args, fmt, name, match", [
+    (["--calib-images", "3"], "onnx", "m.onnx", "at least 8"),
+    (["--max-drop", "-1"], "openvino", "m.xml", "--max-drop must be top-1 points in 0..100"),
+    (["--method", "entropy"], "executorch", "m.pte", "executorch calibrates with percentile or minmax"),
+])
+def test_quantize_bad_value_of_a_checkpoint_is_one_line_before_loading(args, fmt, name, match, digits_run, tmp_path):
+    # from a checkpoint, in a process of its own (the stderr a user sees, logging and runtime import chatter
+    # included): refused before the model is read, so no "loaded the weights" line
+    out = tmp_path / name
+    proc = subprocess.run([sys.executable, "-m", "mobilevitv3", "quantize", str(digits_run), "--calib", "digits",
+                           *args, "--format", fmt, "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert match in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_quantize_empty_calibration_set_is_a_user_error(tmp_path):

@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(message)s",
                         stream=sys.stderr)
     logging.getLogger(__package__).setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    # Importing ExecuTorch makes torch warn about an enum it registers (a deprecation inside ExecuTorch, nothing the
+    # user can act on): without this an error of `--format executorch` would not be one line.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.DEBUG if args.verbose else logging.ERROR)
     try:
         with _stdout_to_stderr():
             result = importlib.import_module(f".commands.{args.command}", __package__).run(args)

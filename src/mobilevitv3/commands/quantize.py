@@ -22,9 +22,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", required=True, help="output file (.onnx / .pte / .xml)")
     p.add_argument("--method", default=None, choices=("percentile", "minmax", "entropy"),
                    help="activation calibration. onnx and executorch: percentile (default: the 99.999th percentile "
-                        "of |x|, measured more accurate than minmax; a tensor whose range is degenerate falls back to "
-                        "its min/max), minmax, or entropy (onnx only). openvino: NNCF's default (mean of per-image "
-                        "min/max) unless percentile (NNCF MEAN_QUANTILE) or minmax (NNCF MINMAX) is given")
+                        "of |x|: higher logit SNR than minmax, task accuracy mixed (BENCHMARKS.md); a degenerate "
+                        "tensor falls back to its min/max), minmax, or entropy (onnx only). openvino: NNCF's "
+                        "default (mean of per-image min/max) unless percentile (NNCF MEAN_QUANTILE) or minmax "
+                        "(NNCF MINMAX) is given")
     p.add_argument("--max-drop", type=float, default=None, metavar="POINTS",
                    help="openvino, classifiers: the largest top-1 drop allowed on the validation data; NNCF keeps the "
                         "layers that cost most in float until the measured drop is within it")

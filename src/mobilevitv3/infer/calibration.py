@@ -49,11 +49,16 @@ def _validation_split(model: nn.Module, cfg: Any, data: str):
     return val
 
 
+def check_count(count: int) -> None:
+    """A usable `--calib-images`, or a one-line UserError (checked before any model or data is read)."""
+    if not isinstance(count, int) or count < MIN_CALIBRATION:
+        raise UserError(f"--calib-images must be at least {MIN_CALIBRATION}, got {count}")
+
+
 def calibration_images(model: nn.Module, cfg: Any, data: str, count: int, *, seed: int = 0) -> list[Tensor]:
     """`count` preprocessed images [3, H, W] from `data`'s validation split for `model` (its task decides how the
     data is read); `cfg` is the model's evaluation settings (the loader's)."""
-    if not isinstance(count, int) or count < MIN_CALIBRATION:
-        raise UserError(f"--calib-images must be at least {MIN_CALIBRATION}, got {count}")
+    check_count(count)
     val = _validation_split(model, cfg, data)
     size = len(val)
     if size < MIN_CALIBRATION:

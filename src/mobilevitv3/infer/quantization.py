@@ -18,7 +18,7 @@ from ..models import model_from_identity
 from ..models.registry import described
 from ..tasks import EvalSettings, evaluated_identity
 from ..weights import Weights
-from .calibration import calibration_images, labelled_images
+from .calibration import calibration_images, check_count, labelled_images
 from .load import from_file, read_source
 from .runtime import is_runtime_file
 
@@ -34,6 +34,7 @@ def quantize_from(source: str, *, weights: str | None = None, calib: str | None,
     `max_drop` (OpenVINO, classifiers): the top-1 drop allowed on `val` (default: `calib`), through NNCF."""
     check_format(fmt, max_drop)   # a format or runtime package problem is reported before any model or data work
     check_method(fmt, method)
+    check_count(calib_images)
     _check_output(fmt, out)
     if is_runtime_file(source):
         raise UserError(f"{Path(source).name} is already an exported model: quantize its checkpoint")
