@@ -134,10 +134,10 @@ def test_max_drop_is_refused_where_it_cannot_be_measured(tmp_path, capsys):
 # ---- optimize in bf16 -----------------------------------------------------------------------------------------------
 def test_optimize_bf16_keeps_top1_on_real_digits(digits_run):
     import mobilevitv3
-    from mobilevitv3.export import bf16
+    from mobilevitv3.export import bf16, cpu
     from mobilevitv3.infer import load
     from mobilevitv3.infer.calibration import labelled_images
-    if not bf16.cpu_has_bf16():
+    if not cpu.cpu_has_bf16():
         pytest.skip("this CPU has no native bf16")
     model, cfg = load(str(digits_run))
     pairs = labelled_images(model, cfg, "digits", 360)
@@ -161,3 +161,28 @@ def test_cli_bench_times_the_ir_in_openvino(capsys):
     assert row["runtimes"]["ours/openvino"]["runtime_version"].endswith("(CPU, f32)")
     assert row["runtimes"]["ours/openvino-bf16"]["runtime_version"].endswith("(CPU, bf16)")
     assert all(s["runs"] == 4 and s["latency_ms_median"] > 0 for s in row["runtimes"].values())
+
+
+def test_openvino_int8_default_groups_follow_the_architecture_and_run_with_the_cpus_float(tmp_path):
+    """v3-S keeps its fusion / projection convs float by default (layer_groups.MODEL_FLOAT_GROUPS); the INT8 IR
+    opens with its float ops in bf16 where the CPU computes bf16 natively, else f32, and a float IR in f32."""
+    pytest.importorskip("nncf")
+    import openvino as ov
+
+    from mobilevitv3.export import cpu
+    from mobilevitv3.export.openvino import open_openvino
+    from mobilevitv3.export.quantize import quantize
+    model = create_model("mobilevitv3_s", num_classes=10).eval()
+    images = list(torch.rand(8, 3, SMALL, SMALL, generator=torch.Generator().manual_seed(0)))
+    path = tmp_path / "q.xml"
+    report = quantize(model, "openvino", path, calibration=images, verify=False, compare_speed=False)
+    assert report["float_groups"] == ["fusion"]
+    ops = {op.get_friendly_name(): op for op in ov.Core().read_model(str(path)).get_ops()}
+    convs = [n for n, op in ops.items() if op.get_type_name() == "Convolution"]
+    fed = {n for n in convs if any(i.get_source_output().get_node().get_type_name() == "FakeQuantize"
+                                   for i in ops[n].inputs())}
+    fusion = [n for n in convs if "/fusion/" in n or "/conv_proj/" in n]
+    assert fusion and not fed & set(fusion) and any("/expand/" in n for n in fed)
+    rest = "bf16" if cpu.cpu_has_bf16() else "f32"
+    assert open_openvino(path).runtime.endswith(f"(CPU, int8, float ops {rest})")
+    assert open_openvino(path, precision="f32").runtime.endswith("(CPU, int8, float ops f32)")

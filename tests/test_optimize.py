@@ -84,16 +84,16 @@ def test_optimize_unknown_backend_is_a_user_error():
 
 # ---- precision ------------------------------------------------------------------------------------------------------
 def test_cpu_flags_are_read_from_cpuinfo_never_assumed(tmp_path):
-    from mobilevitv3.export import bf16
+    from mobilevitv3.export import cpu
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16\n")
-    assert "avx512_bf16" in bf16.cpu_flags(str(info)) and "amx_bf16" not in bf16.cpu_flags(str(info))
-    assert bf16.cpu_flags(str(tmp_path / "missing")) == set()
+    assert "avx512_bf16" in cpu.cpu_flags(str(info)) and "amx_bf16" not in cpu.cpu_flags(str(info))
+    assert cpu.cpu_flags(str(tmp_path / "missing")) == set()
 
 
 def test_precision_bf16_without_native_bf16_is_a_user_error(monkeypatch):
-    from mobilevitv3.export import bf16
-    monkeypatch.setattr(bf16, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": {"avx512f"})
+    from mobilevitv3.export import cpu
+    monkeypatch.setattr(cpu, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": {"avx512f"})
     with pytest.raises(UserError, match="needs a CPU with native bf16"):
         mobilevitv3.optimize(mobilevitv3.create_model("mobilevitv3_xxs"), image_size=SIZE, precision="bf16")
     fast = mobilevitv3.optimize(mobilevitv3.create_model("mobilevitv3_xxs"), image_size=SIZE, threads=1)
@@ -107,8 +107,8 @@ def test_unknown_precision_is_a_user_error():
 
 def test_auto_takes_the_measured_faster_path_and_caches_it(monkeypatch):
     pytest.importorskip("openvino")
-    from mobilevitv3.export import bf16
-    monkeypatch.setattr(bf16, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": {"avx512_bf16"})
+    from mobilevitv3.export import bf16, cpu
+    monkeypatch.setattr(cpu, "cpu_flags", lambda cpuinfo="/proc/cpuinfo": {"avx512_bf16"})
     speeds = {"onnxruntime": 5.0, "openvino-bf16": 3.1}
     timed = []
 

@@ -144,13 +144,22 @@ def test_qat_step_trains_and_converts(digits_run):
     assert _snr(fake[:4], real) > 15 and torch.equal(fake[:4].argmax(1), real.argmax(1))   # INT8 = what QAT trained
 
 
-def test_quantize_executorch_pte_runs_in_the_runtime(digits_run, tmp_path, capsys):
+def test_quantize_executorch_pte_runs_in_the_runtime(digits_run, tmp_path, capsys, monkeypatch):
+    from mobilevitv3.export import quantize as module
+    monkeypatch.setattr(module, "export", _counted(module.export, float_exports := []))
     out = tmp_path / "xxs.int8.pte"
     assert main(["quantize", str(digits_run), "--calib", "digits", "--calib-images", "16", "--format",
-                 "executorch", "-o", str(out)]) == 0
-    capsys.readouterr()
+                 "executorch", "-o", str(out), "--no-speed-check"]) == 0
+    assert _json(capsys)["speed"] is None and not float_exports   # no float program lowered to time against
     assert main(["eval", str(out), "--data", "digits", "--workers", "0"]) == 0
     assert _json(capsys)["top1"] > 80
+
+
+def _counted(function, calls: list):
+    def wrapper(*args, **kwargs):
+        calls.append(1)
+        return function(*args, **kwargs)
+    return wrapper
 
 
 # ---- bad input: one line, exit code 2, nothing written ----------------------------------------------------------

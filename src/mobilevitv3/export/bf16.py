@@ -21,30 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from .api import ExportError
+from .cpu import cpu_has_bf16
 from .job import Run, flatten, package_version
 from .openvino import open_openvino
 
 log = logging.getLogger(__name__)
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # x86 flags of native bf16 dot products (Linux /proc/cpuinfo names)
 # bf16 keeps 8 mantissa bits. Measured on a digits-trained v3-XXS in OpenVINO bf16: 2.5e-2 of the largest logit on
 # the 360 real validation images (0.149 at 5.99, top-1 the same on all 360), 3.5e-3 on random images; 5e-2 leaves
 # margin while still catching a wrong graph, which is off by the logits' own scale.
 BF16_TOLERANCE = 5e-2
 ROUNDS, CALLS, WARMUP = 3, 20, 3
-
-
-def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
-    """The CPU's feature flags as Linux reports them; empty where there is no /proc/cpuinfo (never assumed)."""
-    try:
-        text = Path(cpuinfo).read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
-
-
-def cpu_has_bf16() -> bool:
-    return any(flag in cpu_flags() for flag in BF16_FLAGS)
 
 
 def available() -> bool:

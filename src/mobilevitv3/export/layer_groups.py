@@ -22,15 +22,26 @@ GROUPS = {
     "fusion": r"/(?:conv_proj|fusion)/",                             # the block's projection / fusion conv
 }
 
-# The groups each toolchain keeps float (the rest of what it can quantize is int8); measured in docs/export.md,
-# "INT8 layer groups": a group stays float where its int8 kernels plus the Q/DQ around them cost more than the float
-# op (onnxruntime: the stem's 3-channel conv is 2.5x slower in int8, QLinearSoftmax ~8x). Norms have no int8 kernel
-# in any of them and are float by op type (quantize.FLOAT_OPS, pt2e.FLOAT_MODULES, NNCF's transformer scheme).
+# The groups each toolchain keeps float (the rest of what it can quantize is int8), chosen from the per-group latency
+# table in docs/export.md, "INT8 layer groups": a group stays float where its int8 kernels plus the Q/DQ around them
+# cost more than the float op (onnxruntime: the stem's 3-channel conv is 2.5x slower in int8, QLinearSoftmax ~8x).
+# Norms have no int8 kernel in any of them and are float by op type (quantize.FLOAT_OPS, pt2e.FLOAT_MODULES, NNCF's
+# transformer scheme).
 FLOAT_GROUPS = {
     "onnx": ("stem", "attention"),
     "executorch": ("stem",),       # the attention core is float by module type (pt2e.FLOAT_MODULES)
     "openvino": (),                # NNCF's transformer scheme keeps softmax and the attention's element-wise ops float
 }
+# Where one architecture's own measurement beats its runtime's default by more than the run-to-run spread (two runs
+# agreeing): OpenVINO v3-S with the fusion / projection convs float, 12.99 against 15.43 ms and 15.05 against 16.43.
+MODEL_FLOAT_GROUPS = {
+    ("openvino", "mobilevitv3_s"): ("fusion",),
+}
+
+
+def float_groups(fmt: str, arch: str | None) -> tuple[str, ...]:
+    """The groups an INT8 `fmt` file of architecture `arch` keeps float by default."""
+    return MODEL_FLOAT_GROUPS.get((fmt, arch), FLOAT_GROUPS[fmt])
 
 
 def check_groups(groups: Iterable[str]) -> tuple[str, ...]:

@@ -41,11 +41,13 @@ from .api import (
     export,
     size_on_disk,
 )
-from .bf16 import cpu_has_bf16, measure
+from .bf16 import measure
 from .calibration import onnx_percentile_cache
+from .cpu import cpu_has_bf16
 from .edge import open_executorch
 from .job import Run, flatten, package_version
 from .layer_groups import FLOAT_GROUPS, check_groups, pattern
+from .layer_groups import float_groups as default_float_groups
 from .onnx import open_onnx, set_metadata
 from .openvino import open_openvino, quantize_ir
 from .pt2e import calibrated_int8, convert_qat, write_pte
@@ -101,12 +103,12 @@ def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration:
     file (the command stores the evaluation settings the calibration images were read with). `max_drop` (OpenVINO,
     classifiers): the largest top-1 drop (points) allowed on `validation` ((image [3, H, W], label) pairs read like
     the calibration images); NNCF keeps the layers that cost most in float until the drop is within it.
-    `float_groups`: layer groups (layer_groups.GROUPS) kept float, default the toolchain's measured choice
-    (layer_groups.FLOAT_GROUPS). `compare_speed`: time the file against the runtime's float path (a couple of
-    seconds; the report's `speed`, and one warning line where INT8 is the slower)."""
+    `float_groups`: layer groups (layer_groups.GROUPS) kept float, default the measured choice for the toolchain
+    and architecture (layer_groups.float_groups). `compare_speed`: time the file against the runtime's float path
+    (a couple of seconds; the report's `speed`, and one warning line where INT8 is the slower)."""
     check_format(fmt)
     method = check_method(fmt, method)
-    groups = tuple(FLOAT_GROUPS[fmt] if float_groups is None else float_groups)
+    groups = tuple(default_float_groups(fmt, model.identity.arch) if float_groups is None else float_groups)
     try:
         check_groups(groups)
     except ValueError as e:

@@ -28,10 +28,11 @@ MAX_VALIDATION = 2000      # labelled images accuracy control measures on (it ru
 def quantize_from(source: str, *, weights: str | None = None, calib: str | None, calib_images: int = 256, fmt: str,
                   out: str, method: str | None = None, num_classes: int | None = None,
                   copy: Literal["model", "ema"] | None = None, image_size: int | None = None,
-                  max_drop: float | None = None, val: str | None = None) -> dict:
+                  max_drop: float | None = None, val: str | None = None, speed_check: bool = True) -> dict:
     """INT8 `fmt` file of a checkpoint (or NAME + weights, or a bare NAME: random weights) calibrated on
     `calib_images` images of `calib`; `image_size`: a square evaluation (and graph) size other than the model's;
-    `max_drop` (OpenVINO, classifiers): the top-1 drop allowed on `val` (default: `calib`), through NNCF."""
+    `max_drop` (OpenVINO, classifiers): the top-1 drop allowed on `val` (default: `calib`), through NNCF;
+    `speed_check`: time the file against its runtime's float path (export.quantize)."""
     check_format(fmt, max_drop)   # a format or runtime package problem is reported before any model or data work
     check_method(fmt, method)
     check_count(calib_images)
@@ -51,7 +52,7 @@ def quantize_from(source: str, *, weights: str | None = None, calib: str | None,
     validation = None if max_drop is None else labelled_images(model, settings, val or calib, MAX_VALIDATION)
     report = quantize(model, fmt, out, calibration=images, method=method,
                       metadata={"eval_config": json.dumps(settings.to_dict())}, max_drop=max_drop,
-                      validation=validation)
+                      validation=validation, compare_speed=speed_check)
     return {**report, "calibration_data": calib} | ({"validation_data": val or calib} if max_drop is not None else {})
 
 
