@@ -11,9 +11,9 @@ from torchvision import tv_tensors
 from dense_data import make_ade20k, make_coco, make_voc, read_coco_json, write_coco_json
 from mobilevitv3.data.ade20k import ade20k_segmentation
 from mobilevitv3.data.coco import CocoBoxes
-from mobilevitv3.data.det_transforms import DetEvalTransform, DetTrainTransform
+from mobilevitv3.data.det_transforms import DetTrainTransform, OfficialDetEvalTransform
 from mobilevitv3.data.masks import DatasetError
-from mobilevitv3.data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform, to_model_input
+from mobilevitv3.data.seg_transforms import SegAugment, SegTrainTransform, official_eval_transform, to_model_input
 from mobilevitv3.data.voc import voc_segmentation
 from mobilevitv3.errors import UserError
 from mobilevitv3.tasks import get_task
@@ -151,9 +151,12 @@ def test_seg_v1_crop_enlarges_small_images_instead_of_padding():
     assert mask.shape == (64, 64) and not (mask == 255).any()
 
 
-def test_seg_eval_transform_resizes_the_image_only():
-    image, mask = SegEvalTransform((512, 512), interpolation="bicubic", channel_order="rgb")(*_pair())
-    assert image.shape == (3, 512, 512) and mask.shape == (60, 80)
+@pytest.mark.parametrize("family, shape", [("v1", (3, 512, 512)), ("v2", (3, 512, 672))])
+def test_seg_eval_transform_resizes_the_image_only(family, shape):
+    """v1: exactly 512x512; v2: the shorter side to 512, floored to the output stride (60x80 -> 512x682 -> 672)."""
+    transform = official_eval_transform(family, (512, 512), stride=32, validation=False, channel_order="rgb")
+    image, mask = transform(*_pair())
+    assert image.shape == shape and mask.shape == (60, 80)
 
 
 def test_bgr_order_flips_channels():
@@ -247,7 +250,7 @@ def test_det_train_transform_keeps_valid_boxes_inside_the_input(tmp_path):
 def test_det_eval_transform_scales_boxes_with_the_image(tmp_path):
     ds = CocoBoxes(make_coco(tmp_path), "val")
     raw = ds[0][1]["boxes"]
-    ds.box_transform = DetEvalTransform((320, 320), interpolation="bicubic", channel_order="rgb")
+    ds.box_transform = OfficialDetEvalTransform("v2", (320, 320))
     image, target = ds[0]
     assert image.shape == (3, 320, 320)
     torch.testing.assert_close(target["boxes"], raw * torch.tensor([320 / 128, 320 / 96] * 2))

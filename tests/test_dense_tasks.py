@@ -32,18 +32,22 @@ def _metrics(out_dir):
     return [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def _v1_protocol_miou(weights, data) -> float:
+def _v1_protocol_labels(model, image_path, shape) -> torch.Tensor:
+    """The v1 evaluation protocol by hand: 512x512 by OpenCV (BGR, no antialias), logits nearest back to `shape`."""
     import cv2
+    bgr = cv2.resize(cv2.imread(str(image_path)), (512, 512), interpolation=cv2.INTER_LINEAR)
+    with torch.no_grad():
+        logits = model(torch.from_numpy(bgr).permute(2, 0, 1)[None].float() / 255)
+    return torch.nn.functional.interpolate(logits, shape, mode="nearest")[0].argmax(0)
 
+
+def _v1_protocol_miou(weights, data) -> float:
     from mobilevitv3.data.voc import voc_pairs
     from mobilevitv3.models import load_model
     model, inter, union = load_model(str(weights)).eval(), torch.zeros(21), torch.zeros(21)
     for image_path, mask_path in voc_pairs(data, "val"):
-        bgr = cv2.resize(cv2.imread(str(image_path)), (512, 512), interpolation=cv2.INTER_LINEAR)
         mask = torch.from_numpy(np.array(Image.open(mask_path))).long()
-        with torch.no_grad():
-            logits = model(torch.from_numpy(bgr).permute(2, 0, 1)[None].float() / 255)
-        pred = torch.nn.functional.interpolate(logits, mask.shape, mode="nearest")[0].argmax(0)
+        pred = _v1_protocol_labels(model, image_path, mask.shape)
         valid = mask < 21
         for c in range(21):
             p, t = (pred == c) & valid, (mask == c) & valid
@@ -73,6 +77,12 @@ def test_segmentation_trains_evaluates_and_predicts_through_the_cli(tmp_path, ca
     fractions = [c["fraction"] for c in pred["classes"]]
     assert pred["size"] == [60, 80] and 1 <= len(fractions) <= 5 and fractions == sorted(fractions, reverse=True)
     assert 0 < sum(fractions) <= 1 + 5 * 5e-7   # five fractions, each rounded to 6 decimals
+    # predict's mask is the one `eval` scores: the v1 protocol by hand gives the same classes and pixel shares
+    from mobilevitv3.models import load_model
+    labels = _v1_protocol_labels(load_model(str(out / "best.pt")).eval(), image, (60, 80))
+    counts = torch.bincount(labels.flatten(), minlength=21)
+    expected = sorted(((round(int(n) / labels.numel(), 6), c) for c, n in enumerate(counts) if n), reverse=True)[:5]
+    assert sorted((c["fraction"], c["label"]) for c in pred["classes"]) == sorted(expected)
 
 
 def test_detection_trains_evaluates_and_predicts_through_the_cli(tmp_path, capsys):

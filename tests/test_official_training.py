@@ -326,7 +326,7 @@ def test_v2_segmentation_protocol_evaluates_at_672x512_and_scores_at_original_si
     assert image.shape == (3, 512, 672) and mask.shape == (375, 500)
     batch = task.collate([val[0]])
     with torch.no_grad():
-        (labels,) = _label_maps(model, batch, _nullcontext)
+        (labels,) = _label_maps(model, batch["images"], [tuple(m.shape[-2:]) for m in batch["masks"]], _nullcontext)
     assert labels.shape == (375, 500)
     train_set, val = task.build_datasets(cfg, model, train=True)
     assert val[0][0].shape == (3, 512, 512) and val[0][1].shape == (512, 512)   # training-time validation

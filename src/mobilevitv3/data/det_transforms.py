@@ -9,8 +9,8 @@ on BGR uint8: gain contrast, additive brightness, HSV saturation and hue in Open
 [-12, 12]; negative hues clip to 0, hues over 179 wrap in OpenCV's HSV->BGR), a second contrast when the first was
 skipped, channel permutation. Then flip, and the resize to the input size (aspect not kept; v1 OpenCV bilinear, v2
 PIL bicubic); zoom-out is disabled as in the official recipes. Draws use torch's RNG (same distributions as the
-official Python/numpy ones). Evaluation: `OfficialDetEvalTransform` (the family's resize); `DetEvalTransform`: a
-plain torchvision resize (predict). Boxes stay in pixels of the resized image; the loss normalises them.
+official Python/numpy ones). Evaluation and `predict`: `OfficialDetEvalTransform` (the family's resize). Boxes stay
+in pixels of the resized image; the loss normalises them.
 """
 from __future__ import annotations
 
@@ -22,10 +22,9 @@ import torch
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from .cv_transforms import cv_resize, from_rgb_tensor, to_tensor, uniform
-from .seg_transforms import augment_from_options, interpolation_mode, pil_resize, to_model_input
+from .seg_transforms import augment_from_options, pil_resize
 
 IOU_OPTIONS = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
 TRIALS = 40
@@ -206,17 +205,3 @@ class OfficialDetEvalTransform:
             target = {**target, "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=self.size)}
         return x, target
 
-
-class DetEvalTransform:
-    """A plain torchvision resize to `size` (what `predict` feeds the model); boxes scaled."""
-
-    def __init__(self, size: tuple[int, int], *, interpolation: str, channel_order: str, antialias: bool = True,
-                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> None:
-        self.size, self.interpolation, self.antialias = list(size), interpolation_mode(interpolation), antialias
-        self.channel_order, self.mean, self.std = channel_order, mean, std
-
-    def __call__(self, image: tv_tensors.Image, target: dict | None = None, size: tuple[int, int] | None = None):
-        image = F.resize(image, self.size, interpolation=self.interpolation, antialias=self.antialias)
-        if target is not None:
-            target = {**target, "boxes": F.resize(target["boxes"], self.size)}
-        return to_model_input(image, channel_order=self.channel_order, mean=self.mean, std=self.std), target

@@ -249,20 +249,6 @@ class SegTrainTransform:
         return self._resize(image, mask, short_side_size(H, W, max(h, w)))
 
 
-class SegEvalTransform:
-    """Official evaluation: the image resized to exactly `size` (aspect not kept), the mask left at its original
-    size (the logits are resized back to it before the argmax)."""
-
-    def __init__(self, size: tuple[int, int], *, interpolation: str, channel_order: str, antialias: bool = True,
-                 mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> None:
-        self.size, self.interpolation, self.antialias = list(size), interpolation_mode(interpolation), antialias
-        self.channel_order, self.mean, self.std = channel_order, mean, std
-
-    def __call__(self, image: tv_tensors.Image, mask: tv_tensors.Mask, size: tuple[int, int] | None = None):
-        image = F.resize(image, self.size, interpolation=self.interpolation, antialias=self.antialias)
-        return to_model_input(image, channel_order=self.channel_order, mean=self.mean, std=self.std), mask
-
-
 def official_eval_transform(family: str, size: tuple[int, int], *, stride: int, validation: bool,
                             channel_order: str):
     """The official segmentation input of a family (training.md §9.4, §9.5). `validation` (the per-epoch score of

@@ -21,7 +21,7 @@ from torchvision.utils import draw_bounding_boxes
 
 from ..data.classes import class_names, coco_category_ids
 from ..data.coco import CocoBoxes
-from ..data.det_transforms import DetAugment, DetEvalTransform, DetTrainTransform, OfficialDetEvalTransform
+from ..data.det_transforms import DetAugment, DetTrainTransform, OfficialDetEvalTransform
 from ..data.scenes import SceneBoxes, is_scenes, scene_spec
 from ..errors import UserError
 from .base import Task
@@ -46,14 +46,14 @@ class Detection(Task, name="detection", main_metric="map"):
         aug = DetAugment.from_options(cfg.task_options)
         inp = dense_input(cfg, model)
         family = model.identity.family
-        flip = inp.channel_order == ("rgb" if family == "v1" else "bgr")   # v1 works in OpenCV's BGR
+        flip = _flips_channels(model, inp)
         if is_scenes(cfg.data):    # the embedded digit scenes (`--data scenes`, or the default `digits`)
             spec = scene_spec(cfg.task_options)
             boxes = lambda split, transform, train=False: SceneBoxes(spec, split, transform)  # noqa: E731
         else:
             boxes = lambda split, transform, train=False: CocoBoxes(  # noqa: E731
                 cfg.data, split, transform=transform, train=train, clip=family == "v2")
-        val = boxes("val", OfficialDetEvalTransform(family, inp.eval_size, flip_channels=flip))
+        val = boxes("val", OfficialDetEvalTransform(family, inp.eval_size, flip_channels=flip))   # = predict's
         if not train and model.num_classes != len(val.class_names):
             raise UserError(f"{model.name} predicts {model.num_classes} classes (with background) but "
                             f"{val.ann_file} has {len(val.class_names) - 1} categories")
@@ -123,9 +123,11 @@ class Detection(Task, name="detection", main_metric="map"):
     def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any,
                 overlay_paths: list[str | Path] | None = None, score_threshold: float = DISPLAY_SCORE) -> list[dict]:
         """Per image: the `top_k` best detections scoring at least `score_threshold`, boxes (x1, y1, x2, y2) in
-        pixels of the original image; with `overlay_paths`, the boxes, names and scores drawn into those PNGs."""
+        pixels of the original image; with `overlay_paths`, the boxes, names and scores drawn into those PNGs. The
+        image goes through the evaluation input `eval` scores (the family's resize)."""
         inp = dense_input(cfg, model)
-        transform = DetEvalTransform(inp.eval_size, **inp.kwargs())
+        transform = OfficialDetEvalTransform(model.identity.family, inp.eval_size,
+                                             flip_channels=_flips_channels(model, inp))
         names = names_for(model) or [str(i) for i in range(model.num_classes)]
         coco_ids = coco_category_ids() if names == class_names("coco") else None   # report the original ids too
         results = []
@@ -146,6 +148,11 @@ class Detection(Task, name="detection", main_metric="map"):
                 result["overlay"] = str(overlay_paths[i])
             results.append(result)
         return results
+
+
+def _flips_channels(model: nn.Module, inp) -> bool:
+    """Whether the family's reader order differs from the model's: v1 works in OpenCV's BGR, v2 in RGB."""
+    return inp.channel_order == ("rgb" if model.identity.family == "v1" else "bgr")
 
 
 def draw_boxes(image: Tensor, boxes: Tensor, labels: Tensor, scores: Tensor | None, names: list[str]):

@@ -7,6 +7,7 @@ label map resized (nearest) back to the original mask, one confusion matrix over
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from torchvision.utils import draw_segmentation_masks
 from ..data.ade20k import ADE20K, ade20k_segmentation
 from ..data.classes import class_names
 from ..data.scenes import SCENES, SceneMasks, is_scenes, scene_spec
-from ..data.seg_transforms import SegAugment, SegEvalTransform, SegTrainTransform, official_eval_transform
+from ..data.seg_transforms import SegAugment, SegTrainTransform, official_eval_transform
 from ..data.voc import VOC, voc_segmentation
 from ..errors import UserError
 from .base import Task
@@ -73,10 +74,9 @@ class Segmentation(Task, name="segmentation", main_metric="miou"):
         if not train and model.num_classes != fmt.num_classes:
             raise UserError(f"{model.name} predicts {model.num_classes} classes but {fmt.name} has "
                             f"{fmt.num_classes}; use the matching tag (.voc / .ade20k)")
-        family, stride = model.identity.family, getattr(model.backbone, "output_stride", 16)
+        family = model.identity.family
         # training-time validation scores at the eval size; `eval` (train=False) runs the family's protocol
-        val = make(cfg.data, "val", official_eval_transform(family, inp.eval_size, stride=stride, validation=train,
-                                                            channel_order=inp.channel_order))
+        val = make(cfg.data, "val", _eval_transform(model, inp, validation=train))
         coco = getattr(cfg, "coco_root", None)
         if coco and kind != "voc":
             raise UserError(f"coco_root (use_coco_data) adds VOC-class COCO masks to PASCAL VOC, not to {fmt.name}")
@@ -122,7 +122,8 @@ class Segmentation(Task, name="segmentation", main_metric="miou"):
             skipped += batch["skipped"]
             if batch["images"] is None:
                 continue
-            for label_map, mask in zip(_label_maps(model, batch, autocast), batch["masks"]):
+            sizes = [tuple(mask.shape[-2:]) for mask in batch["masks"]]
+            for label_map, mask in zip(_label_maps(model, batch["images"], sizes, autocast), batch["masks"]):
                 matrix.update(resize_labels(label_map, tuple(mask.shape[-2:])), mask)
             images += len(batch["masks"])
         matrix.all_reduce()
@@ -142,15 +143,16 @@ class Segmentation(Task, name="segmentation", main_metric="miou"):
     def predict(self, model: nn.Module, images: list, *, device: torch.device, top_k: int = 5, cfg: Any,
                 overlay_paths: list[str | Path] | None = None) -> list[dict]:
         """Per image: the classes found, by pixel share (at most `top_k`); with `overlay_paths`, the mask drawn over
-        each image into that PNG."""
-        inp = dense_input(cfg, model)
-        transform = SegEvalTransform(inp.eval_size, **inp.kwargs())
+        each image into that PNG. The image goes through the evaluation protocol `eval` scores (the family's
+        resize, the logits brought back to the image's size), so the mask is the one `eval` would compare."""
+        transform = _eval_transform(model, dense_input(cfg, model), validation=False)
         names = names_for(model) or [str(i) for i in range(model.num_classes)]
         results = []
         for i, im in enumerate(images):
             rgb = pil_to_image(im)
-            x = transform(rgb, None)[0].unsqueeze(0).to(device)
-            labels = resize_labels(model(x)[0].argmax(0), tuple(rgb.shape[-2:])).cpu()
+            size = tuple(rgb.shape[-2:])
+            (label_map,) = _label_maps(model, [transform(rgb, None)[0].to(device)], [size], contextlib.nullcontext)
+            labels = resize_labels(label_map, size).cpu()
             counts = torch.bincount(labels.flatten(), minlength=model.num_classes)
             order = [int(c) for c in counts.argsort(descending=True) if counts[c] > 0][:top_k]
             result = {"size": list(rgb.shape[-2:]), "classes": [
@@ -163,19 +165,24 @@ class Segmentation(Task, name="segmentation", main_metric="miou"):
         return results
 
 
-def _label_maps(model: nn.Module, batch: dict[str, Any], autocast) -> list[Tensor]:
-    """Predicted label maps of a batch. Where a mask is larger or smaller than the input (the evaluation protocol),
-    v2 upsamples the logits bilinearly from the head straight to the mask's size, v1 resizes them nearest (done by
-    `resize_labels` on the argmax, which is the same)."""
-    images, masks = batch["images"], batch["masks"]
-    if isinstance(images, Tensor) and all(tuple(m.shape[-2:]) == tuple(images.shape[-2:]) for m in masks):
+def _eval_transform(model: nn.Module, inp, *, validation: bool):
+    """The family's official evaluation input (training-time `validation`: image and mask at the eval size)."""
+    return official_eval_transform(model.identity.family, inp.eval_size, validation=validation,
+                                   stride=getattr(model.backbone, "output_stride", 16), channel_order=inp.channel_order)
+
+
+def _label_maps(model: nn.Module, images: Tensor | list[Tensor], sizes: list[tuple[int, int]], autocast
+                ) -> list[Tensor]:
+    """Predicted label maps of `images` for masks of `sizes`. Where a size differs from the input's (the evaluation
+    protocol), v2 upsamples the logits bilinearly from the head straight to that size, v1 resizes them nearest
+    (done by `resize_labels` on the argmax, which is the same)."""
+    if isinstance(images, Tensor) and all(size == tuple(images.shape[-2:]) for size in sizes):
         with autocast():
             return list(model(images).argmax(1))
     out = []
-    for x, mask in zip(images, masks):
-        size = tuple(mask.shape[-2:]) if model.identity.family == "v2" else None
+    for x, size in zip(images, sizes):
         with autocast():
-            out.append(model(x[None], size=size)[0].argmax(0))
+            out.append(model(x[None], size=size if model.identity.family == "v2" else None)[0].argmax(0))
     return out
 
 
