@@ -19,7 +19,7 @@
   shared machine does not inflate.
 - Layer groups (`--groups RUNTIME...`, issue 20): per model and runtime (ort: onnxruntime, ov: OpenVINO, et:
   ExecuTorch-XNNPACK), the float file(s) (OpenVINO: f32 and bf16), the INT8 file with the runtime's float groups
-  (layer_groups.float_groups), with every group quantized, and with each layer group kept float in addition
+  (layer_groups.default_float_groups), with every group quantized, and with each layer group kept float in addition
   (`+group`) or quantized in addition (`-group`), all timed in alternating rounds (random fixture-free weights:
   latency only). The table is docs/export.md's "INT8 layer groups"; FLOAT_GROUPS is chosen from it.
 Writes OUT.json and OUT.md; the load average is recorded before and after.
@@ -127,14 +127,14 @@ def group_files(name: str, runtime: str, tmp: Path, every_variant: bool = True) 
     `every_variant`, the default INT8 file alone (the float paths against what `quantize` writes)."""
     from mobilevitv3 import create_model
     from mobilevitv3.export import export
-    from mobilevitv3.export.layer_groups import GROUPS, float_groups
+    from mobilevitv3.export.layer_groups import GROUPS, default_float_groups
     from mobilevitv3.export.quantize import quantize
     fmt, suffix = GROUP_FORMATS[runtime]
     model = create_model(name).eval()
     calib = list(torch.rand(32, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
     files = {f"{runtime} fp32": tmp / f"{name}.{runtime}.fp32.{suffix}"}
     export(model, fmt, files[f"{runtime} fp32"], image_size=SIZE, fuse=True)
-    default = float_groups(fmt, name)
+    default = default_float_groups(fmt, name)
     variants = {"int8": default}
     if every_variant:
         variants |= {"int8 all": ()} | {

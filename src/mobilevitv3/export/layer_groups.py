@@ -39,7 +39,7 @@ MODEL_FLOAT_GROUPS = {
 }
 
 
-def float_groups(fmt: str, arch: str | None) -> tuple[str, ...]:
+def default_float_groups(fmt: str, arch: str | None) -> tuple[str, ...]:
     """The groups an INT8 `fmt` file of architecture `arch` keeps float by default."""
     return MODEL_FLOAT_GROUPS.get((fmt, arch), FLOAT_GROUPS[fmt])
 

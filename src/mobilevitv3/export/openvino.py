@@ -24,7 +24,7 @@ import torch
 
 from .cpu import cpu_has_bf16
 from .job import Job, Opened, package_version
-from .layer_groups import FLOAT_GROUPS, GROUPS, check_groups
+from .layer_groups import GROUPS, check_groups
 from .onnx import write_onnx
 
 RT_INFO_KEY = "mobilevitv3"
@@ -58,6 +58,11 @@ def read_metadata(model) -> dict[str, str]:
     return {str(k): str(v.value if hasattr(v, "value") else v) for k, v in entries.items()}
 
 
+def native_precision() -> str:
+    """OpenVINO's fastest float precision on this CPU: bf16 where it computes bf16 natively, else f32."""
+    return "bf16" if cpu_has_bf16() else "f32"
+
+
 def open_openvino(path: str | Path, *, threads: int | None = None, precision: str | None = None) -> Opened:
     """An IR in OpenVINO's CPU plugin with `threads` inference threads (default: torch's count), one stream and the
     given inference `precision` for its float ops: f32, or bf16 where the CPU has it; by default f32 for a float IR
@@ -69,7 +74,7 @@ def open_openvino(path: str | Path, *, threads: int | None = None, precision: st
     model = core.read_model(str(path))
     metadata = read_metadata(model)
     if precision is None:
-        precision = "bf16" if metadata.get("precision") == "int8" and cpu_has_bf16() else "f32"
+        precision = native_precision() if metadata.get("precision") == "int8" else "f32"
     config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads(), "NUM_STREAMS": 1,
               "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
     compiled = core.compile_model(model, "CPU", config)
@@ -99,7 +104,7 @@ RANGE_ESTIMATORS = {None: "MEAN_MINMAX", "minmax": "MINMAX", "percentile": "MEAN
 
 def quantize_ir(source: Path, path: Path, images: torch.Tensor, metadata: dict[str, str], *,
                 validation: list[tuple[torch.Tensor, int]] | None = None, max_drop: float | None = None,
-                method: str | None = None, float_groups: tuple[str, ...] = FLOAT_GROUPS["openvino"]) -> str:
+                method: str | None = None, float_groups: tuple[str, ...]) -> str:
     """Quantize the float IR at `source` to an INT8 IR at `path` (calibrated on `images` [N, 3, H, W], one per call,
     activation ranges by `RANGE_ESTIMATORS[method]`, ops in `float_groups` left float); with `max_drop` (top-1
     points on `validation`), NNCF's accuracy-controlled mode returns layers to float, most harmful first, until the

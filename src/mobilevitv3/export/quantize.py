@@ -4,7 +4,7 @@ ONNX: the package's one ONNX export (BatchNorm folded), then onnxruntime.quantiz
 `quantize_static` in QDQ form: weights int8 symmetric per output channel, activations uint8 asymmetric (onnxruntime's
 x86 int8 kernels are u8s8; an s8 activation leaves most convs in float there), percentile calibration by default
 (`calibration.py`: onnxruntime's rule with our own histogram, which falls back to min/max per degenerate tensor).
-The layer groups of `layer_groups.FLOAT_GROUPS` stay float: for onnxruntime the stem and the attention core (q/k
+The layer groups of `layer_groups.default_float_groups` stay float: for onnxruntime the stem and the attention core (q/k
 scaling, QK^T, softmax, AV; in v2 the separable attention between its two 1x1 projections): QLinearSoftmax is ~8x
 slower than the float softmax, int8 matmuls with 16-wide heads are no faster, and the stem is the most sensitive layer.
 ExecuTorch: PT2E with the XNNPACK quantizer (`pt2e.py`). OpenVINO: NNCF on the float IR (`openvino.quantize_ir`),
@@ -43,13 +43,11 @@ from .api import (
 )
 from .bf16 import measure
 from .calibration import onnx_percentile_cache
-from .cpu import cpu_has_bf16
 from .edge import open_executorch
 from .job import Run, flatten, package_version
-from .layer_groups import FLOAT_GROUPS, check_groups, pattern
-from .layer_groups import float_groups as default_float_groups
+from .layer_groups import check_groups, default_float_groups, pattern
 from .onnx import open_onnx, set_metadata
-from .openvino import open_openvino, quantize_ir
+from .openvino import native_precision, open_openvino, quantize_ir
 from .pt2e import calibrated_int8, convert_qat, write_pte
 
 log = logging.getLogger(__name__)
@@ -104,8 +102,8 @@ def quantize(model: nn.Module, fmt: str, out: str | os.PathLike, *, calibration:
     classifiers): the largest top-1 drop (points) allowed on `validation` ((image [3, H, W], label) pairs read like
     the calibration images); NNCF keeps the layers that cost most in float until the drop is within it.
     `float_groups`: layer groups (layer_groups.GROUPS) kept float, default the measured choice for the toolchain
-    and architecture (layer_groups.float_groups). `compare_speed`: time the file against the runtime's float path
-    (a couple of seconds; the report's `speed`, and one warning line where INT8 is the slower)."""
+    and architecture (layer_groups.default_float_groups). `compare_speed`: time the file against the runtime's
+    float path (a couple of seconds; the report's `speed`, and one warning line where INT8 is the slower)."""
     check_format(fmt)
     method = check_method(fmt, method)
     groups = tuple(default_float_groups(fmt, model.identity.arch) if float_groups is None else float_groups)
@@ -279,7 +277,7 @@ def quantize_qat(model: nn.Module, out: str | os.PathLike, *, check_images: Sequ
 
 # ---- ONNX ---------------------------------------------------------------------------------------------------------
 
-def float_nodes(graph, groups: Sequence[str] = FLOAT_GROUPS["onnx"]) -> list[str]:
+def float_nodes(graph, groups: Sequence[str]) -> list[str]:
     """Names of the ONNX nodes in the layer `groups` kept float; by default the stem (3-channel conv + SiLU: alone
     it costs 5 dB of logit SNR in int8, and onnxruntime's int8 conv is 2.5x slower than its fp32 one at 3 input
     channels) and each attention's core, between its input and output projections. The TorchScript exporter names
@@ -362,7 +360,7 @@ def _openvino_int8(model: nn.Module, path: Path, images: Tensor, method: str | N
                       float_groups=groups)
     opened = open_openvino(path)
     # the float path to beat is OpenVINO's fastest float precision here: bf16 where the CPU computes it natively
-    precision = "bf16" if cpu_has_bf16() else "f32"
+    precision = native_precision()
     float_run = open_openvino(source, precision=precision).run if compare_speed else None
     return Written(opened.run, f"torch.onnx + openvino + {how}", opened.runtime, float_run,
                    f"OpenVINO {precision.replace('f32', 'fp32')}", {})
